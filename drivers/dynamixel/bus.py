@@ -175,13 +175,16 @@ class DynamixelBus:
     # ---- single-servo instructions ------------------------------------------------------------
 
     def ping(self, servo_id: int) -> ServoInfo:
+        packet = [0] * 10
+        packet[_STATUS_ID], packet[5], packet[7] = servo_id, 3, p.PING
+
         def attempt():
-            model, result, error = self.ph.ping(self.port, servo_id)
-            return result, (model, error)
-        model_number, error = self._retry(attempt, servo_id, None)
+            rx, result, error = self.ph.txRxPacket(self.port, packet)
+            return result, (rx, error)
+        rx, error = self._retry(attempt, servo_id, None)
         self._check_status(error, servo_id, None, alerts_ok=True)
-        fw = self.read(servo_id, "firmware_version", alerts_ok=True)
-        return ServoInfo(servo_id, model_number, fw, self.baud)
+        # Status params after ERR: model number (u16), firmware version (u8).
+        return ServoInfo(servo_id, rx[9] | rx[10] << 8, rx[11], self.baud)
 
     def broadcast_ping(self) -> list[ServoInfo]:
         """Every servo answering at this baud. Takes the SDK's full listening window (~1 s)."""
@@ -265,15 +268,13 @@ class DynamixelBus:
 
     def health_warnings(self, ids: Iterable[int]) -> list[str]:
         """Configuration that slows the bus down: return delay above 0."""
-        out = []
-        for sid in ids:
-            rdt = self.read(sid, "return_delay_time", alerts_ok=True)
-            if rdt > 0:
-                out.append(
-                    f"{self.port_name}, servo {sid}: return delay time is {rdt * 2} µs per reply; "
-                    f"set it to 0 (`rig setup-motors {self.port_name}` does, or write register 9 = 0 "
-                    "with torque off)")
-        return out
+        delays = {sid: self.read(sid, "return_delay_time", alerts_ok=True) for sid in ids}
+        return [return_delay_advice(self.port_name, sid, rdt) for sid, rdt in delays.items() if rdt > 0]
+
+
+def return_delay_advice(port: str, servo_id: int, value: int) -> str:
+    return (f"{port}, servo {servo_id}: return delay time is {value * 2} µs per reply; set it to 0 "
+            f"(`rig setup-motors {port}` does, or write register 9 = 0 with torque off)")
 
 
 class SyncReader:

@@ -75,6 +75,7 @@ class EmulatedServo:
         self.mem = bytearray(TABLE_SIZE)
         self.external_motion = False
         self.registered: tuple[int, bytes] | None = None
+        self._pending: dict[str, int] = {}
         self._baud = spec.baud or bus_baud
         self._physical = float(spec.position)
         self._velocity = 0.0  # ticks/s
@@ -313,19 +314,16 @@ class EmulatedServo:
                 self._refresh_present()
                 # Enabling torque holds the present position instead of jumping to a stale goal.
                 self.set("goal_position", self.get("present_position"))
-        if reg.name == "baud_rate":
-            return self._pending_baud(value)
+        if reg.name in ("id", "baud_rate"):
+            # A new ID or baud applies once this instruction's status packet is on its way.
+            self._pending[reg.name] = value
+            return
         self.set(reg.name, value)
 
-    def _pending_baud(self, code: int) -> None:
-        # The new baud applies after this instruction's status packet is sent.
-        self.pending_baud = code
-
     def finish_instruction(self) -> None:
-        code = getattr(self, "pending_baud", None)
-        if code is not None:
-            self.mem[8] = code
-            del self.pending_baud
+        for name, value in self._pending.items():
+            self.set(name, value)
+        self._pending.clear()
 
     def reboot(self) -> None:
         """RAM back to defaults, Hardware Error Status cleared; EEPROM survives."""

@@ -10,6 +10,7 @@ wall clock the SDK uses, and assume the adapter's latency timer is what the rig 
 from __future__ import annotations
 
 import os
+import termios
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ class BlockingPortHandler(PortHandler):
         try:
             self.ser.timeout = remaining
             return self.ser.read(length)
-        except (serial.SerialException, OSError, TypeError, AttributeError):
+        except (serial.SerialException, OSError, TypeError, AttributeError, termios.error):
             # pyserial reports a vanished device as "readiness to read but returned no data"
             self.lost = True
             self._deadline = 0.0
@@ -55,14 +56,14 @@ class BlockingPortHandler(PortHandler):
     def writePort(self, packet):  # noqa: N802
         try:
             return self.ser.write(bytes(packet))
-        except (serial.SerialException, OSError, TypeError, AttributeError):
+        except (serial.SerialException, OSError, TypeError, AttributeError, termios.error):
             self.lost = True
             return 0
 
     def clearPort(self):  # noqa: N802
         try:
             self.ser.reset_input_buffer()
-        except (serial.SerialException, OSError, TypeError, AttributeError):
+        except (serial.SerialException, OSError, TypeError, AttributeError, termios.error):
             self.lost = True
 
     def closePort(self):  # noqa: N802
