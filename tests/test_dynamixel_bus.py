@@ -296,7 +296,7 @@ def test_secondary_id_follows_its_primary(emulated):
         assert abs(state[2]["present_position"] - 2300) <= 2
         # The shadow turns the other way physically (it is mounted mirrored), by the same angle.
         assert emu.servo(3).goal_position == pytest.approx(-(2300 - 4096))
-        assert abs(emu.servo(3).physical_position - 1796) <= 2
+        assert abs(emu.servo(3).physical_position - 1796) <= 5
 
 
 def test_unplugged_port_raises_port_lost_without_hanging(arm):

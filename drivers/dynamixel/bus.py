@@ -300,12 +300,18 @@ class SyncReader:
 
     def read(self) -> np.ndarray:
         bus = self.bus
+        result, bad_id = COMM_RX_TIMEOUT, None
         for i in range(bus.retries + 1):
             if bus.port.lost:
                 break
             result, bad_id = self._fast_once() if self.use_fast else self._once()
             if result == COMM_SUCCESS:
                 bus.retry_count += i
+                return self._out
+        if bad_id is None and self.use_fast and not bus.port.lost:
+            # A failed Fast Sync Read cannot say whose reply was missing; one plain Sync Read can.
+            diag_result, bad_id = self._once()
+            if diag_result == COMM_SUCCESS:
                 return self._out
         raise bus._comm_error(result, bad_id, f"sync read of {self.names[0]}..{self.names[-1]}")
 

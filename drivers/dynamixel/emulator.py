@@ -358,6 +358,7 @@ class EmulatedBus:
         self._slave: int | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wire_free = 0.0  # when the half-duplex line is next idle (monotonic s)
         self.port: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -459,11 +460,14 @@ class EmulatedBus:
 
     def _send(self, replies: list[tuple[float, bytes]], instr_len: int, host_baud: int | None,
               t_rx: float) -> None:
-        """Write each reply when its last byte would arrive over a real wire."""
-        if not replies:
-            return
+        """Write each reply when its last byte would arrive over a real wire.
+
+        The line is half duplex: an instruction that follows a reply-less one (a sync write)
+        queues behind its bytes, as it would behind the adapter's transmit buffer.
+        """
         byte_s = 10.0 / (host_baud or self.baud)
-        t = t_rx + instr_len * byte_s
+        t = max(t_rx, self._wire_free) + instr_len * byte_s
+        self._wire_free = t
         for delay, data in replies:
             t += delay + len(data) * byte_s
             if self.wire_timing:
@@ -475,6 +479,7 @@ class EmulatedBus:
             except OSError:
                 return
             self.replies_sent += 1
+            self._wire_free = t
 
     def _reply(self, servo: EmulatedServo, error: int, params: bytes = b"") -> tuple[float, bytes] | None:
         if self._take(self._drop, servo.id):

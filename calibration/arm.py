@@ -1,0 +1,87 @@
+"""Per-arm joint calibration: how servo ticks become joint angles, and back.
+
+A joint's angle is ``sign * (ticks - zero) * 2π / 4096``: ``zero`` is the tick reading at the
+joint's zero pose, ``sign`` is +1 or -1 so that the same motion reads the same way on leader and
+follower. A gripper is normalized instead: 0 closed, 1 open, from its closed and open ticks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from drivers.errors import RigError
+
+TICKS_PER_RAD = 4096 / (2 * math.pi)
+
+
+class CalibrationError(RigError):
+    pass
+
+
+@dataclass(frozen=True)
+class JointCalibration:
+    zero: float = 2048.0
+    sign: int = 1
+    min_ticks: float | None = None  # measured range; None: not measured
+    max_ticks: float | None = None
+
+
+@dataclass(frozen=True)
+class GripperCalibration:
+    open: float
+    closed: float
+
+    def __post_init__(self):
+        if self.open == self.closed:
+            raise CalibrationError("gripper calibration has open == closed; re-run `rig calibrate arm` "
+                                   "and move the gripper fully open, then fully closed")
+
+
+@dataclass(frozen=True)
+class ArmCalibration:
+    """Calibration of one arm's joints, in the arm's joint order; the gripper (if any) last."""
+
+    joints: tuple[JointCalibration, ...]
+    gripper: GripperCalibration | None = None
+    source: str = "config"
+    _zero: np.ndarray = field(init=False, repr=False, compare=False)
+    _sign: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_zero", np.array([j.zero for j in self.joints], dtype=np.float64))
+        object.__setattr__(self, "_sign", np.array([j.sign for j in self.joints], dtype=np.float64))
+        for i, j in enumerate(self.joints):
+            if j.sign not in (1, -1):
+                raise CalibrationError(f"joint {i}: sign must be 1 or -1, not {j.sign}")
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joints)
+
+    def to_radians(self, ticks: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Arm-joint ticks (without the gripper) -> radians."""
+        out = np.subtract(ticks, self._zero, out=out)
+        out *= self._sign
+        out /= TICKS_PER_RAD
+        return out
+
+    def to_ticks(self, radians: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.multiply(radians, TICKS_PER_RAD, out=out)
+        out *= self._sign
+        out += self._zero
+        return out
+
+    def gripper_to_normalized(self, ticks: float) -> float:
+        g = self.gripper
+        return (ticks - g.closed) / (g.open - g.closed)
+
+    def gripper_to_ticks(self, normalized: float) -> float:
+        g = self.gripper
+        return g.closed + normalized * (g.open - g.closed)
+
+    @classmethod
+    def identity(cls, n_joints: int, gripper: GripperCalibration | None = None) -> ArmCalibration:
+        return cls(tuple(JointCalibration() for _ in range(n_joints)), gripper, source="identity")

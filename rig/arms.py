@@ -1,0 +1,155 @@
+"""Leader and follower arms: a servo bus plus the calibration that turns ticks into joint values.
+
+An arm reads its state into preallocated arrays and (for a follower) writes goal ticks; neither
+allocates per tick. Units on the rig side: arm joints in radians, the gripper normalized
+(0 closed .. 1 open), velocities per second, currents in mA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from calibration.arm import ArmCalibration, CalibrationError
+from drivers.dynamixel.bus import DynamixelBus
+from drivers.dynamixel.control_table import OPERATING_MODES, STATE_BLOCK, model_by_name, velocity_to_rad_s
+from drivers.dynamixel.errors import DynamixelError
+from rig.config import ArmConfig
+
+
+def arm_calibration(cfg: ArmConfig) -> ArmCalibration:
+    if cfg.calibration is not None:
+        return cfg.calibration
+    if cfg.allow_uncalibrated:
+        return ArmCalibration.identity(len(cfg.joints), _raw_gripper() if cfg.gripper else None)
+    raise CalibrationError(
+        f"arm {cfg.name!r} is not calibrated, so its joints could move the wrong way. Run "
+        f"`rig calibrate arm {cfg.name}`, or set `allow_uncalibrated = true` for it in the config "
+        "to mirror raw ticks")
+
+
+def _raw_gripper():
+    from calibration.arm import GripperCalibration
+    return GripperCalibration(open=3072.0, closed=2048.0)
+
+
+class Arm:
+    def __init__(self, cfg: ArmConfig, port: str, *, retries: int = 1, timeout_margin_ms: float = 3.0):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.calibration = arm_calibration(cfg)
+        # Tight timeouts: two tries of a 9-servo read must fit in a 20 ms tick.
+        self.bus = DynamixelBus(port, cfg.baud, retries=retries, timeout_margin_ms=timeout_margin_ms)
+        self.read_ids = cfg.servo_ids  # every servo, shadows included: all of them must answer
+        self.value_ids = [j.id for j in cfg.joints] + ([cfg.gripper.id] if cfg.gripper else [])
+        self._rows = [self.read_ids.index(i) for i in self.value_ids]
+        n = cfg.n_values
+        self.n_joints = len(cfg.joints)
+        self.ticks = np.zeros(n)
+        self.q = np.zeros(n)  # joint values, rig units
+        self.dq = np.zeros(n)
+        self.current = np.zeros(n)
+        models = [model_by_name(j.model) for j in (*cfg.joints, *([cfg.gripper] if cfg.gripper else []))]
+        self._current_unit = np.array([m.current_unit_ma or 0.1 for m in models])
+        self._reader = None
+        self.reads = 0
+        self.misses = 0
+        self.consecutive_misses = 0
+
+    def open(self) -> Arm:
+        self.bus.open()
+        self._reader = self.bus.reader(self.read_ids, *STATE_BLOCK[::2])
+        return self
+
+    def close(self) -> None:
+        self.bus.close()
+
+    def read(self) -> None:
+        """One sync read of current, velocity and position; raises DynamixelError on failure."""
+        raw = self._reader.read()
+        rows = self._rows
+        self.ticks[:] = raw[rows, 2]
+        nj = self.n_joints
+        cal = self.calibration
+        cal.to_radians(self.ticks[:nj], out=self.q[:nj])
+        self.dq[:] = velocity_to_rad_s(raw[rows, 1])
+        self.dq[:nj] *= cal._sign
+        self.current[:] = raw[rows, 0] * self._current_unit
+        if cal.gripper is not None:
+            self.q[nj] = cal.gripper_to_normalized(self.ticks[nj])
+            self.dq[nj] *= 4096 / (2 * np.pi) / (cal.gripper.open - cal.gripper.closed)
+        self.reads += 1
+
+    def torque_off(self) -> None:
+        self.bus.set_torque(self.read_ids, False)
+
+
+class Follower(Arm):
+    def __init__(self, cfg: ArmConfig, port: str, **kw):
+        super().__init__(cfg, port, **kw)
+        self.goal_ticks = np.zeros(cfg.n_values)
+        self._writer = None
+        lo = [j.lower if j.lower is not None else -np.inf for j in cfg.joints]
+        hi = [j.upper if j.upper is not None else np.inf for j in cfg.joints]
+        if cfg.gripper is not None:
+            lo.append(0.0)
+            hi.append(1.0)
+        self.lower, self.upper = np.array(lo), np.array(hi)
+
+    def open(self) -> Follower:
+        super().open()
+        self._writer = self.bus.writer(self.value_ids, "goal_position")
+        return self
+
+    def prepare(self) -> None:
+        """Torque off, operating modes, then torque on holding the present pose."""
+        bus = self.bus
+        bus.set_torque(self.read_ids, False)
+        bus.read(self.read_ids[0], "led")  # a reply proves the reply-less writes were processed
+        cfg = self.cfg
+        for j in cfg.joints:
+            for sid in (j.id, j.shadow_id):
+                if sid is not None and bus.read(sid, "operating_mode") != OPERATING_MODES["position"]:
+                    bus.write(sid, "operating_mode", OPERATING_MODES["position"])
+        if cfg.gripper is not None:
+            g = cfg.gripper
+            model = model_by_name(g.model)
+            cbp = OPERATING_MODES["current_based_position"]
+            mode = cbp if cfg.gripper_current_limit and model.supports(cbp) else OPERATING_MODES["position"]
+            if bus.read(g.id, "operating_mode") != mode:
+                bus.write(g.id, "operating_mode", mode)
+            if mode == cbp:
+                bus.write(g.id, "current_limit", cfg.gripper_current_limit)
+        bus.set_torque(self.read_ids, True)
+
+    def command(self, target: np.ndarray) -> None:
+        """Send targets (rig units) as goal positions to every joint and the gripper."""
+        nj = self.n_joints
+        cal = self.calibration
+        cal.to_ticks(target[:nj], out=self.goal_ticks[:nj])
+        if cal.gripper is not None:
+            self.goal_ticks[nj] = cal.gripper_to_ticks(target[nj])
+        np.rint(self.goal_ticks, out=self.goal_ticks)
+        self._writer.write(self.goal_ticks.astype(np.int64))
+
+    def make_safe(self, hold: bool) -> str:
+        """Stop where it is; torque off unless holding. Never raises: the bus may be gone."""
+        try:
+            self.read()
+            self.command(self.q)  # freeze at the present pose before letting go
+            if not hold:
+                self.bus.set_torque(self.read_ids, False)
+                with contextlib.suppress(DynamixelError):
+                    self.bus.read(self.read_ids[0], "led")  # confirm the broadcast went out
+            return "holding" if hold else "torque off"
+        except DynamixelError as exc:
+            with contextlib.suppress(Exception):
+                self.bus.torque_off_everywhere()
+            return f"unreachable ({exc})"
+
+
+class Leader(Arm):
+    def prepare(self) -> None:
+        """Leaders are moved by hand: torque off so they are limp."""
+        self.bus.set_torque(self.read_ids, False)

@@ -1,0 +1,318 @@
+"""Rig configuration: a TOML file describing arms, cameras, rate and safety.
+
+Built-in configs live in rig/configs/ and are found by name (`sim-aloha`, `aloha`, `koch-pair`,
+`handheld`); any other argument is a path. Every validation error names the file, the key and
+the fix, and is raised as one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from calibration.arm import ArmCalibration, CalibrationError, GripperCalibration, JointCalibration
+from drivers.dynamixel.control_table import BAUD_CODES, MODELS
+from drivers.errors import RigError
+
+DEFAULT_CONFIG = "sim-aloha"
+ROLES = ("leader", "follower")
+SIDES = ("left", "right", "center")
+ON_EXIT = ("torque_off", "hold")
+
+
+class ConfigError(RigError):
+    def __init__(self, source: str, key: str, problem: str):
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source, self.key = source, key
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    name: str
+    id: int
+    model: str
+    shadow_id: int | None = None  # ALOHA's paired shoulder/elbow: second servo on the same joint
+    lower: float | None = None  # joint limits in radians (after calibration); None: no limit
+    upper: float | None = None
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    name: str
+    role: str
+    side: str
+    port: str
+    baud: int
+    joints: tuple[JointSpec, ...]  # arm joints, without the gripper
+    gripper: JointSpec | None
+    leader: str | None = None  # for a follower: the leader it mirrors
+    calibration: ArmCalibration | None = None
+    allow_uncalibrated: bool = False
+    gripper_current_limit: int | None = None  # follower gripper, raw units (current-based position)
+
+    @property
+    def servo_ids(self) -> list[int]:
+        ids = []
+        for j in (*self.joints, *([self.gripper] if self.gripper else [])):
+            ids.append(j.id)
+            if j.shadow_id is not None:
+                ids.append(j.shadow_id)
+        return sorted(ids)
+
+    @property
+    def n_values(self) -> int:
+        """Values this arm contributes to a state vector: joints plus the gripper."""
+        return len(self.joints) + (1 if self.gripper else 0)
+
+    @property
+    def is_sim(self) -> bool:
+        return self.port.startswith("sim:")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, **self.options}
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    max_step_rad: float = 0.12  # largest change of a follower target per tick (rad); 6 rad/s at 50 Hz
+    max_gripper_step: float = 0.2  # normalized gripper units per tick
+    engage_seconds: float = 1.5
+    missed_reads_to_stop: int = 5
+    on_exit: str = "torque_off"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    task: str = "transfer_cube"
+    seed: int = 0
+    wire_timing: bool = True
+    operator: bool = True
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    name: str
+    source: str
+    rate_hz: float
+    arms: tuple[ArmConfig, ...]
+    cameras: tuple[CameraConfig, ...]
+    safety: SafetyConfig
+    sim: SimConfig | None
+    raw: dict[str, Any]  # the file as parsed: the snapshot stored in each episode
+
+    def arm(self, name: str) -> ArmConfig:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    @property
+    def leaders(self) -> list[ArmConfig]:
+        return [a for a in self.arms if a.role == "leader"]
+
+    @property
+    def followers(self) -> list[ArmConfig]:
+        return [a for a in self.arms if a.role == "follower"]
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("rig.configs").iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(name_or_path: str | Path | None = None) -> RigConfig:
+    """A built-in config by name, or a TOML file by path."""
+    ref = str(name_or_path or DEFAULT_CONFIG)
+    path = Path(ref)
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise ConfigError(ref, "(file)", "no such file; give a path to a .toml file or one of the built-in "
+                              f"configs: {', '.join(builtin_names())}")
+        text, source = path.read_text(), str(path)
+    else:
+        res = resources.files("rig.configs") / f"{ref}.toml"
+        if not res.is_file():
+            raise ConfigError(ref, "(name)", f"no built-in config by that name; use one of "
+                              f"{', '.join(builtin_names())}, or a path to a .toml file")
+        text, source = res.read_text(), f"{ref} (built-in)"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(syntax)", f"{exc}; fix the TOML syntax") from None
+    return parse_config(raw, source)
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+class _Reader:
+    """Typed access to a TOML table that names the key path in every error."""
+
+    def __init__(self, table: dict, source: str, prefix: str):
+        self.t, self.source, self.prefix = table, source, prefix
+
+    def key(self, k: str) -> str:
+        return f"{self.prefix}{k}"
+
+    def fail(self, k: str, problem: str):
+        raise ConfigError(self.source, self.key(k), problem)
+
+    def get(self, k: str, typ, default=..., *, choices=None, positive=False):
+        if k not in self.t:
+            if default is ...:
+                self.fail(k, f"missing; add `{k} = ...` to this table")
+            return default
+        v = self.t[k]
+        ok = isinstance(v, typ) and not (typ in (int, float) and isinstance(v, bool))
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v, ok = float(v), True
+        if not ok:
+            name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+            self.fail(k, f"must be a {name}, got {v!r}")
+        if choices is not None and v not in choices:
+            self.fail(k, f"{v!r} is not one of {', '.join(map(str, choices))}")
+        if positive and v <= 0:
+            self.fail(k, f"must be > 0, got {v!r}")
+        return v
+
+    def table(self, k: str, default=None) -> _Reader | None:
+        v = self.get(k, dict, default)
+        return None if v is None else _Reader(v, self.source, f"{self.key(k)}.")
+
+    def unknown(self, allowed: set[str]) -> None:
+        for k in self.t:
+            if k not in allowed:
+                self.fail(k, f"unknown key; valid keys here: {', '.join(sorted(allowed))}")
+
+
+def _joint(r: _Reader) -> JointSpec:
+    r.unknown({"name", "id", "model", "shadow_id", "lower", "upper", "gripper"})
+    model = r.get("model", str)
+    if model.lower() not in MODELS:
+        r.fail("model", f"unknown servo model {model!r}; supported: {', '.join(MODELS)}")
+    sid = r.get("id", int)
+    if not 0 <= sid <= 252:
+        r.fail("id", f"servo IDs are 0-252, got {sid}")
+    lower, upper = r.get("lower", float, None), r.get("upper", float, None)
+    if lower is not None and upper is not None and lower >= upper:
+        r.fail("lower", f"lower ({lower}) must be below upper ({upper})")
+    return JointSpec(r.get("name", str), sid, model.lower(), r.get("shadow_id", int, None), lower, upper)
+
+
+def _calibration(r: _Reader, n_joints: int, has_gripper: bool) -> ArmCalibration:
+    r.unknown({"zero", "sign", "gripper_open", "gripper_closed"})
+    zero = r.get("zero", list, [2048] * n_joints)
+    sign = r.get("sign", list, [1] * n_joints)
+    for k, v in (("zero", zero), ("sign", sign)):
+        if len(v) != n_joints:
+            r.fail(k, f"has {len(v)} values but the arm has {n_joints} joints (gripper excluded)")
+    gripper = None
+    if has_gripper:
+        try:
+            gripper = GripperCalibration(r.get("gripper_open", (int, float)), r.get("gripper_closed", (int, float)))
+        except CalibrationError as exc:
+            r.fail("gripper_open", str(exc))
+    try:
+        return ArmCalibration(tuple(JointCalibration(float(z), int(s)) for z, s in zip(zero, sign, strict=True)),
+                              gripper, source="config")
+    except CalibrationError as exc:
+        r.fail("sign", str(exc))
+
+
+def _arm(r: _Reader) -> ArmConfig:
+    r.unknown({"name", "role", "side", "port", "baud", "joints", "leader", "calibration", "allow_uncalibrated",
+               "gripper_current_limit"})
+    name = r.get("name", str)
+    joints_raw = r.get("joints", list)
+    if not joints_raw:
+        r.fail("joints", "the arm has no joints; list its servos as { name, id, model } tables")
+    joints, gripper = [], None
+    for i, j in enumerate(joints_raw):
+        if not isinstance(j, dict):
+            r.fail(f"joints[{i}]", "each joint is a table like { name = \"waist\", id = 1, model = \"xm430-w350\" }")
+        jr = _Reader(j, r.source, f"{r.key('joints')}[{i}].")
+        spec = _joint(jr)
+        if jr.get("gripper", bool, False):
+            if gripper is not None:
+                jr.fail("gripper", "an arm has at most one gripper")
+            gripper = spec
+        else:
+            joints.append(spec)
+    ids = [i for s in (*joints, *([gripper] if gripper else [])) for i in (s.id, s.shadow_id) if i is not None]
+    dups = sorted({i for i in ids if ids.count(i) > 1})
+    if dups:
+        r.fail("joints", f"servo ID(s) {dups} used twice on one bus; give every servo its own ID "
+               "(`rig setup-motors PORT`)")
+    baud = r.get("baud", int, 1_000_000)
+    if baud not in BAUD_CODES:
+        r.fail("baud", f"{baud} is not a Dynamixel rate; use one of {', '.join(map(str, sorted(BAUD_CODES)))}")
+    cal_table = r.table("calibration")
+    cal = _calibration(cal_table, len(joints), gripper is not None) if cal_table else None
+    return ArmConfig(
+        name=name, role=r.get("role", str, choices=ROLES), side=r.get("side", str, "center", choices=SIDES),
+        port=r.get("port", str), baud=baud, joints=tuple(joints), gripper=gripper,
+        leader=r.get("leader", str, None), calibration=cal,
+        allow_uncalibrated=r.get("allow_uncalibrated", bool, False),
+        gripper_current_limit=r.get("gripper_current_limit", int, None),
+    )
+
+
+def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
+    r = _Reader(raw, source, "")
+    r.unknown({"name", "rate_hz", "arms", "cameras", "safety", "sim", "description"})
+    arms_raw = r.get("arms", list)
+    arms = []
+    for i, a in enumerate(arms_raw):
+        if not isinstance(a, dict):
+            r.fail(f"arms[{i}]", "each arm is a [[arms]] table")
+        arms.append(_arm(_Reader(a, source, f"arms[{i}].")))
+    names = [a.name for a in arms]
+    for i, a in enumerate(arms):
+        if names.count(a.name) > 1:
+            r.fail(f"arms[{i}].name", f"two arms are called {a.name!r}; names must be unique")
+        if a.role == "follower":
+            leader = a.leader
+            if leader is None:
+                r.fail(f"arms[{i}].leader", "a follower names the leader it mirrors: add `leader = \"...\"`")
+            if leader not in names or arms[names.index(leader)].role != "leader":
+                r.fail(f"arms[{i}].leader", f"{leader!r} is not a leader arm in this config; leaders: "
+                       f"{', '.join(x.name for x in arms if x.role == 'leader') or 'none'}")
+            lead = arms[names.index(leader)]
+            if len(lead.joints) != len(a.joints) or (lead.gripper is None) != (a.gripper is None):
+                r.fail(f"arms[{i}].joints", f"follower {a.name!r} has {a.n_values} values but its leader "
+                       f"{leader!r} has {lead.n_values}; they must match joint for joint")
+    cameras = []
+    for i, c in enumerate(r.get("cameras", list, [])):
+        cr = _Reader(c, source, f"cameras[{i}].")
+        opts = {k: v for k, v in c.items() if k not in ("name", "kind")}
+        cameras.append(CameraConfig(cr.get("name", str), cr.get("kind", str), opts))
+    s = r.table("safety")
+    safety = SafetyConfig()
+    if s is not None:
+        s.unknown(set(SafetyConfig.__dataclass_fields__))
+        safety = SafetyConfig(
+            max_step_rad=s.get("max_step_rad", float, safety.max_step_rad, positive=True),
+            max_gripper_step=s.get("max_gripper_step", float, safety.max_gripper_step, positive=True),
+            engage_seconds=s.get("engage_seconds", float, safety.engage_seconds),
+            missed_reads_to_stop=s.get("missed_reads_to_stop", int, safety.missed_reads_to_stop, positive=True),
+            on_exit=s.get("on_exit", str, safety.on_exit, choices=ON_EXIT),
+        )
+    sim = None
+    st = r.table("sim")
+    if st is not None:
+        st.unknown(set(SimConfig.__dataclass_fields__))
+        sim = SimConfig(task=st.get("task", str, "transfer_cube"), seed=st.get("seed", int, 0),
+                        wire_timing=st.get("wire_timing", bool, True), operator=st.get("operator", bool, True))
+    elif any(a.is_sim for a in arms):
+        r.fail("sim", "arms use sim: ports but there is no [sim] table; add `[sim]` (task, seed)")
+    return RigConfig(name=r.get("name", str, Path(source.split(" ")[0]).stem), source=source,
+                     rate_hz=r.get("rate_hz", float, 50.0, positive=True), arms=tuple(arms),
+                     cameras=tuple(cameras), safety=safety, sim=sim, raw=raw)

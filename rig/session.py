@@ -1,0 +1,159 @@
+"""A running rig: its simulated world (if any), its arms and the teleop loop, opened and closed
+as one unit so followers are always left safe."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from drivers.errors import RigError
+from rig.arms import Follower, Leader
+from rig.config import RigConfig
+from rig.teleop import Teleop, TeleopFault
+from rig.ticks import TickSink
+
+
+class SessionError(RigError):
+    pass
+
+
+def resolve_ports(config: RigConfig, sim_ports: Mapping[str, str] | None) -> dict[str, str]:
+    """Each arm's device path; `sim:<arm>` ports come from the simulated world."""
+    ports = {}
+    for arm in config.arms:
+        if arm.is_sim:
+            key = arm.port[4:]
+            if sim_ports is None or key not in sim_ports:
+                raise SessionError(f"{config.source}: arm {arm.name!r} uses port {arm.port!r} but the simulated "
+                                   f"world has no such arm (it has: {', '.join(sim_ports or []) or 'none'})")
+            ports[arm.name] = sim_ports[key]
+        else:
+            ports[arm.name] = arm.port
+    return ports
+
+
+class RigSession:
+    """Opens the world (for sim configs), the arms and the teleop loop; closes them safely.
+
+    ``ports`` overrides where arms are found (tests, or a world started elsewhere).
+    """
+
+    def __init__(self, config: RigConfig, *, ports: Mapping[str, str] | None = None, sink: TickSink | None = None,
+                 start_world: bool = True, world_options: dict | None = None):
+        self.config = config
+        self.sink = sink
+        self.world = None
+        self._ports_override = ports
+        self._start_world = start_world
+        self._world_options = world_options or {}
+        self.leaders: list[Leader] = []
+        self.followers: list[Follower] = []
+        self.teleop: Teleop | None = None
+        self.shutdown_report: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def open(self) -> RigSession:
+        try:
+            ports = self._ports_override
+            if ports is None:
+                sim_ports = None
+                if self.config.sim is not None and self._start_world:
+                    self.world = start_sim_world(self.config, **self._world_options)
+                    sim_ports = self.world.ports
+                ports = resolve_ports(self.config, sim_ports)
+            for arm in self.config.arms:
+                cls = Leader if arm.role == "leader" else Follower
+                opened = cls(arm, ports[arm.name]).open()
+                (self.leaders if arm.role == "leader" else self.followers).append(opened)
+            self.teleop = Teleop(self.config, self.leaders, self.followers, self.sink)
+            self.teleop.prepare()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self.teleop is not None:
+            self.teleop.stop()
+            if self._thread is not None:
+                self._thread.join(timeout=2)
+            self.shutdown_report = self.teleop.shutdown()
+            self.teleop = None
+        else:
+            for f in self.followers:
+                self.shutdown_report[f.name] = f.make_safe(hold=False)
+        for a in (*self.leaders, *self.followers):
+            a.close()
+        self.leaders, self.followers = [], []
+        if self.world is not None:
+            with contextlib.suppress(Exception):
+                self.world.close()
+            self.world = None
+
+    def __enter__(self) -> RigSession:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- running ---------------------------------------------------------------------------------
+
+    def start(self, duration_s: float | None = None) -> None:
+        """Run the teleop loop on its own thread (the caller stays free for signals and UI)."""
+        def body():
+            try:
+                self.result = self.teleop.run(duration_s)
+            except BaseException as exc:  # a crash in the loop still ends in a safe shutdown
+                self.error = exc
+        self.result: dict | None = None
+        self._thread = threading.Thread(target=body, name="teleop", daemon=True)
+        self._thread.start()
+
+    def wait(self, poll: Callable[[], None] | None = None, every_s: float = 1.0) -> dict:
+        """Wait for the loop to end; ``poll`` runs between waits (e.g. a status line)."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=every_s)
+            if poll is not None:
+                poll()
+        if self.error is not None:
+            raise self.error
+        if self.teleop.fault is not None:
+            raise self.teleop.fault
+        return self.result
+
+    def run(self, duration_s: float | None = None, poll: Callable[[], None] | None = None) -> dict:
+        self.start(duration_s)
+        try:
+            return self.wait(poll)
+        except KeyboardInterrupt:
+            self.teleop.stop()
+            self._thread.join(timeout=2)
+            return self.teleop.stats.summary()
+
+
+def start_sim_world(config: RigConfig, **options):
+    """Start the MuJoCo world for a sim config; imported lazily (mujoco is an optional extra)."""
+    from rig.sim.launch import start_world
+
+    sim = config.sim
+    cams = {c.name: c.options for c in config.cameras if c.kind == "sim"}
+    opts = dict(task=sim.task, seed=sim.seed, wire_timing=sim.wire_timing, operator=sim.operator, cameras=cams)
+    opts.update(options)
+    return start_world(**opts)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+__all__ = ["RigSession", "SessionError", "TeleopFault", "resolve_ports", "start_sim_world"]
