@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,8 +164,8 @@ def test_unplugged_follower_stops_the_loop(emulated, tmp_path):
 def test_uncalibrated_arm_is_refused(emulated, tmp_path):
     leader, follower = pair_buses(emulated)
     path = tmp_path / "raw.toml"
-    text = pair_config(tmp_path, leader, follower).source
-    body = open(text).read().split("[arms.calibration]")
+    source = pair_config(tmp_path, leader, follower).source
+    body = Path(source).read_text().split("[arms.calibration]")
     path.write_text(body[0] + "[[arms]]" + body[1].split("[[arms]]", 1)[1])  # drop the leader's calibration
     from rig.config import load_config
     cfg = load_config(path)
