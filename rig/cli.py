@@ -14,7 +14,8 @@ COMMANDS = [
     "collect", "teleop", "record", "episodes", "inspect", "export", "train",
     "calibrate", "sim", "scan", "setup_motors", "doctor", "sim_bus",
 ]
-DEFAULT_COMMAND = ["collect"]
+# `rig` alone starts the main job: the collector's app, or teleop where the app is not installed.
+DEFAULT_COMMANDS = ("collect", "teleop")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if not argv:
         known = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-        argv = DEFAULT_COMMAND if DEFAULT_COMMAND[0] in known else ["--help"]
+        argv = next(([c] for c in DEFAULT_COMMANDS if c in known), ["--help"])
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

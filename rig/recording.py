@@ -1,0 +1,151 @@
+"""Takes: the bridge from the running rig (tick records, camera frames) to recorder episodes.
+
+The teleop loop puts a TickRecord in a bounded queue every tick whether or not a take is on; a
+pump thread moves records and frames into the current episode writer, so neither the loop nor a
+camera ever waits on the recorder, and the recorder never waits on the disk in their threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from drivers.cameras.base import Camera, FrameQueue
+from recorder import Dataset, EpisodeWriter, RecorderError, WriterOptions
+from rig.config import RigConfig
+from rig.ticks import TickQueue, TickRecord
+
+JOINTS = "joints"
+
+
+def joint_fields(n: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    vec = ((n,), "f4")
+    return {
+        "tick": ((), "i8"), "t_deadline_ns": ((), "i8"), "t_end_ns": ((), "i8"),
+        "leader_q": vec, "follower_q": vec, "follower_dq": vec, "follower_current": vec, "action": vec,
+        "missed": ((), "i4"), "engage": ((), "f4"),
+    }
+
+
+def calibration_snapshot(config: RigConfig) -> dict[str, Any]:
+    out = {}
+    for arm in config.arms:
+        cal = arm.calibration
+        out[arm.name] = None if cal is None else {
+            "source": cal.source,
+            "joints": [asdict(j) for j in cal.joints],
+            "gripper": None if cal.gripper is None else asdict(cal.gripper),
+        }
+    return out
+
+
+@dataclass
+class TakeResult:
+    index: int
+    status: str
+    success: bool | None
+    duration_s: float
+    stats: dict[str, Any]
+    stop_to_readable_s: float
+
+
+class TakeRecorder:
+    """Records takes from one rig into one dataset. Thread-safe begin/end from a UI or CLI."""
+
+    def __init__(self, dataset: Dataset, config: RigConfig, n_values: int, cameras: Mapping[str, Camera] = (),
+                 *, options: WriterOptions | None = None, intrinsics: Mapping[str, Any] | None = None):
+        self.dataset = dataset
+        self.config = config
+        self.n_values = n_values
+        self.cameras = dict(cameras)
+        self.options = options or WriterOptions()
+        self.intrinsics = dict(intrinsics or {})
+        self.ticks = TickQueue(maxsize=max(64, int(config.rate_hz * 4)))  # give this to the teleop loop
+        self._frames: dict[str, FrameQueue] = {}
+        self._writer: EpisodeWriter | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.error: RecorderError | None = None
+        self._pump = threading.Thread(target=self._run, name="take-pump", daemon=True)
+        self._pump.start()
+
+    # ---- takes ---------------------------------------------------------------------------------
+
+    @property
+    def recording(self) -> bool:
+        return self._writer is not None
+
+    @property
+    def writer(self) -> EpisodeWriter | None:
+        return self._writer
+
+    def begin(self, task: str = "", operator: str = "", extra: Mapping[str, Any] | None = None) -> int:
+        if self._writer is not None:
+            raise RecorderError("a take is already being recorded; stop it before starting another")
+        self.error = None
+        w = self.dataset.new_episode(
+            task=task, operator=operator, config=self.config.raw, calibration=calibration_snapshot(self.config),
+            intrinsics=self.intrinsics, extra={"rig": self.config.name, **(extra or {})}, options=self.options)
+        w.add_stream(JOINTS, joint_fields(self.n_values), rate_hz=self.config.rate_hz)
+        for name, cam in self.cameras.items():
+            w.add_camera(name, fps=cam.fps)
+        self.ticks.drain()  # only ticks from now on belong to this take
+        self._frames = {name: cam.subscribe(maxsize=max(8, int(cam.fps * 2))) for name, cam in self.cameras.items()}
+        w.start()
+        with self._lock:
+            self._writer = w
+        return w.index
+
+    def end(self, success: bool | None = None, status: str = "complete", note: str | None = None) -> TakeResult:
+        with self._lock:  # the pump is between batches: nothing is half-appended
+            w, self._writer = self._writer, None
+            if w is None:
+                raise RecorderError("no take is being recorded")
+            self._pump_once(w)  # what arrived up to now belongs to the take
+        for name, q in self._frames.items():
+            self.cameras[name].unsubscribe(q)
+        self._frames = {}
+        t_stop = time.monotonic()
+        stats = w.stop(success=success, status=status, note=note)
+        return TakeResult(w.index, status, success, (w.stop_ns - w.start_ns) / 1e9, stats, time.monotonic() - t_stop)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(RecorderError):
+                self.end(status="recovered", note="the session closed while recording")
+        self._stop.set()
+        self._pump.join(timeout=2)
+
+    # ---- the pump ------------------------------------------------------------------------------
+
+    def _pump_once(self, w: EpisodeWriter) -> None:
+        while (rec := self.ticks.get(timeout=0)) is not None:
+            self._append(w, rec)
+        for q in list(self._frames.values()):
+            for frame in q.drain():
+                w.add_frame(frame)
+
+    def _append(self, w: EpisodeWriter, r: TickRecord) -> None:
+        w.append(JOINTS, r.t_start_ns, tick=r.tick, t_deadline_ns=r.t_deadline_ns, t_end_ns=r.t_end_ns,
+                 leader_q=r.leader_q, follower_q=r.follower_q, follower_dq=r.follower_dq,
+                 follower_current=r.follower_current, action=r.action, missed=r.missed, engage=r.engage)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rec = self.ticks.get(timeout=0.05)
+            with self._lock:
+                w = self._writer
+                if w is None:
+                    continue  # between takes the loop's records are not kept
+                try:
+                    if rec is not None:
+                        self._append(w, rec)
+                    self._pump_once(w)
+                    if w.error is not None:
+                        self.error = w.error
+                except RecorderError as exc:
+                    self.error = exc
