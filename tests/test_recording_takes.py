@@ -36,8 +36,9 @@ def test_a_take_records_ticks_and_frames_on_one_clock(emulated, tmp_path):
     ep = ds.episode(0)
     joints = ep.read_stream("joints")
     n = len(joints["t_ns"])
-    assert 65 <= n <= 80  # 1.5 s at 50 Hz
-    assert np.all(np.diff(joints["tick"]) == 1)
+    assert 60 <= n <= 80  # 1.5 s at 50 Hz (a loaded machine may skip a few deadlines; they are counted)
+    assert np.all(np.diff(joints["tick"]) >= 1)
+    assert takes.ticks.dropped == 0 and result.stats["streams"]["joints"]["dropped"] == 0
     assert np.all(np.diff(joints["t_ns"]) > 0)
     assert joints["leader_q"].shape == (n, 4) and joints["action"].dtype == np.float32
     frames = ep.frame_times("front")
