@@ -8,6 +8,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from drivers.cameras.base import Camera
+from drivers.cameras.factory import open_camera
 from drivers.errors import RigError
 from rig.arms import Follower, Leader
 from rig.config import RigConfig
@@ -41,10 +43,12 @@ class RigSession:
     """
 
     def __init__(self, config: RigConfig, *, ports: Mapping[str, str] | None = None, sink: TickSink | None = None,
-                 start_world: bool = True, world_options: dict | None = None):
+                 start_world: bool = True, world_options: dict | None = None, cameras: bool = True):
         self.config = config
         self.sink = sink
         self.world = None
+        self.with_cameras = cameras
+        self.cameras: dict[str, Camera] = {}
         self._ports_override = ports
         self._start_world = start_world
         self._world_options = world_options or {}
@@ -63,9 +67,11 @@ class RigSession:
             if ports is None:
                 sim_ports = None
                 if self.config.sim is not None and self._start_world:
-                    self.world = start_sim_world(self.config, **self._world_options)
+                    self.world = start_sim_world(self.config, cameras=self.with_cameras, **self._world_options)
                     sim_ports = self.world.ports
                 ports = resolve_ports(self.config, sim_ports)
+            if self.with_cameras:
+                self._open_cameras()
             for arm in self.config.arms:
                 cls = Leader if arm.role == "leader" else Follower
                 opened = cls(arm, ports[arm.name]).open()
@@ -90,10 +96,27 @@ class RigSession:
         for a in (*self.leaders, *self.followers):
             a.close()
         self.leaders, self.followers = [], []
+        for cam in self.cameras.values():
+            with contextlib.suppress(Exception):
+                cam.stop()
+        self.cameras = {}
         if self.world is not None:
             with contextlib.suppress(Exception):
                 self.world.close()
             self.world = None
+
+    def _open_cameras(self) -> None:
+        for c in self.config.cameras:
+            spec = c.spec()
+            if c.kind == "sim":
+                shared = (self.world.cameras if self.world is not None else {}).get(c.name)
+                if shared is None:
+                    raise SessionError(f"{self.config.source}: camera {c.name!r} is a sim camera but no simulated "
+                                       "world renders it; start the rig with its [sim] table")
+                spec.update(shared)
+            cam = open_camera(spec)
+            cam.start()
+            self.cameras[c.name] = cam
 
     def __enter__(self) -> RigSession:
         return self.open()
@@ -136,13 +159,19 @@ class RigSession:
             return self.teleop.stats.summary()
 
 
-def start_sim_world(config: RigConfig, **options):
+def start_sim_world(config: RigConfig, cameras: bool = True, **options):
     """Start the MuJoCo world for a sim config; imported lazily (mujoco is an optional extra)."""
     from rig.sim.launch import start_world
+    from rig.sim.world import CameraSpec
 
     sim = config.sim
-    cams = {c.name: c.options for c in config.cameras if c.kind == "sim"}
-    opts = dict(task=sim.task, seed=sim.seed, wire_timing=sim.wire_timing, operator=sim.operator, cameras=cams)
+    specs = []
+    for c in config.cameras if cameras else ():
+        if c.kind == "sim":
+            o = c.options
+            specs.append(CameraSpec(c.name, int(o.get("width", 320)), int(o.get("height", 240)),
+                                    float(o.get("fps", 15.0)), delay_s=float(o.get("delay_s", 0.0))))
+    opts = dict(task=sim.task, seed=sim.seed, wire_timing=sim.wire_timing, operator=sim.operator, cameras=specs)
     opts.update(options)
     return start_world(**opts)
 

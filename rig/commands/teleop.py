@@ -16,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("--config", default=None, help="built-in config name or path to a TOML file (default sim-aloha)")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--stats-json", type=Path, default=None, help="write the loop statistics here at the end")
+    p.add_argument("--cameras", action="store_true", help="also start the cameras (off by default: nothing records)")
     p.set_defaults(func=run)
 
 
@@ -43,7 +44,7 @@ def run(args) -> int:
           "(Ctrl-C to stop)", flush=True)
     summary = None
     try:
-        with RigSession(config) as session:
+        with RigSession(config, cameras=args.cameras) as session:
             try:
                 summary = session.run(args.duration, poll)
             finally:
