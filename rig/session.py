@@ -4,6 +4,7 @@ as one unit so followers are always left safe."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -15,6 +16,9 @@ from rig.arms import Follower, Leader
 from rig.config import RigConfig
 from rig.teleop import Teleop, TeleopFault
 from rig.ticks import TickSink
+
+
+SWITCH_INTERVAL_S = 0.0005
 
 
 class SessionError(RigError):
@@ -62,6 +66,9 @@ class RigSession:
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def open(self) -> RigSession:
+        # Bus threads must get the interpreter back within a fraction of a tick, not the default
+        # 5 ms, when a writer or UI thread is busy.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             ports = self._ports_override
             if ports is None:

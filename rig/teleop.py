@@ -194,6 +194,8 @@ class Teleop:
         """Followers stop and go limp (or hold, if configured); leaders are left limp."""
         for w in self.workers:
             w.stop()
+        for a in (*self.leaders, *self.followers):
+            a.go_cold()
         hold = self.safety.on_exit == "hold"
         report = {f.name: f.make_safe(hold) for f in self.followers}
         for a in self.leaders:
@@ -296,6 +298,8 @@ class Teleop:
 
     def run(self, duration_s: float | None = None) -> dict:
         """Run until stop(), a fault, or ``duration_s``; returns the stats summary."""
+        for a in (*self.leaders, *self.followers):
+            a.go_hot()
         self.t0_ns = time.monotonic_ns()
         self.stats.started_ns = self.t0_ns
         end_ns = None if duration_s is None else self.t0_ns + int(duration_s * 1e9)
