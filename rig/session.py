@@ -17,7 +17,6 @@ from rig.config import RigConfig
 from rig.teleop import Teleop, TeleopFault
 from rig.ticks import TickSink
 
-
 SWITCH_INTERVAL_S = 0.0005
 
 
