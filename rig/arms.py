@@ -8,13 +8,15 @@ allocates per tick. Units on the rig side: arm joints in radians, the gripper no
 from __future__ import annotations
 
 import contextlib
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from calibration.arm import ArmCalibration, CalibrationError
 from drivers.dynamixel.bus import DynamixelBus
 from drivers.dynamixel.control_table import OPERATING_MODES, STATE_BLOCK, model_by_name, velocity_to_rad_s
-from drivers.dynamixel.errors import DynamixelError
+from drivers.dynamixel.errors import DynamixelError, decode_hardware_error
 from rig.config import ArmConfig
 
 
@@ -32,6 +34,18 @@ def arm_calibration(cfg: ArmConfig) -> ArmCalibration:
 def _raw_gripper():
     from calibration.arm import GripperCalibration
     return GripperCalibration(open=3072.0, closed=2048.0)
+
+
+@dataclass
+class ArmHealth:
+    """Slow-changing state, polled about once a second per arm (never on every tick)."""
+
+    torque_on: bool | None = None  # all servos on (None: not read yet)
+    min_voltage_v: float | None = None
+    max_temperature_c: int | None = None
+    hardware_errors: dict[int, list[str]] = field(default_factory=dict)
+    last_error: str | None = None
+    t_ns: int = 0
 
 
 class Arm:
@@ -59,6 +73,7 @@ class Arm:
         models = [model_by_name(j.model) for j in (*cfg.joints, *([cfg.gripper] if cfg.gripper else []))]
         self._current_unit = np.array([m.current_unit_ma or 0.1 for m in models])
         self._reader = None
+        self.health = ArmHealth()
         self.reads = 0
         self.misses = 0
         self.consecutive_misses = 0
@@ -66,7 +81,26 @@ class Arm:
     def open(self) -> Arm:
         self.bus.open()
         self._reader = self.bus.reader(self.read_ids, *STATE_BLOCK[::2])
+        self._torque = self.bus.reader(self.read_ids, "torque_enable", "hardware_error_status")
+        self._thermal = self.bus.reader(self.read_ids, "present_input_voltage", "present_temperature")
         return self
+
+    def read_health(self) -> ArmHealth:
+        """Torque, hardware errors, voltage and temperature of every servo: two small sync reads."""
+        h = self.health
+        try:
+            t = self._torque.read()  # torque_enable, led, status_return_level, registered, hw error
+            v = self._thermal.read()  # input voltage (0.1 V), temperature (deg C)
+        except DynamixelError as exc:
+            h.last_error = str(exc)
+            return h
+        h.torque_on = bool(np.all(t[:, 0] == 1))
+        h.hardware_errors = {sid: decode_hardware_error(int(b)) for sid, b in zip(self.read_ids, t[:, -1])
+                             if b}
+        h.min_voltage_v = float(v[:, 0].min()) / 10
+        h.max_temperature_c = int(v[:, -1].max())
+        h.t_ns = time.monotonic_ns()
+        return h
 
     def close(self) -> None:
         self.bus.close()

@@ -175,7 +175,9 @@ class Teleop:
         self.max_step = np.array(step)
         self._scratch = np.zeros(self.n)
         self.t0_ns = 0
-        self.k = 0
+        self._engage_from_ns = 0
+        self._replay: np.ndarray | None = None
+        self._replay_i = 0
         self.engaged = False
 
     # ---- setup and teardown ------------------------------------------------------------------
@@ -255,7 +257,7 @@ class Teleop:
         t_start = time.monotonic_ns()
         cpu0 = time.thread_time_ns()
         missed = self._read_all()
-        elapsed_s = (t_start - self.t0_ns) / 1e9
+        elapsed_s = (t_start - self._engage_from_ns) / 1e9
         alpha = 1.0 if self.engage_s <= 0 else min(1.0, elapsed_s / self.engage_s)
         blend = alpha * alpha * (3 - 2 * alpha)  # smoothstep: no jerk at either end
         for p in self.pairs:
@@ -266,10 +268,20 @@ class Teleop:
             self.follower_q[sl] = p.follower.q
             self.follower_dq[sl] = p.follower.dq
             self.follower_current[sl] = p.follower.current
-        # Target: the leader pose, blended in from the start pose while engaging, then clamped
-        # to the joint limits and to the largest step per tick.
+        # Target: the leader pose (or the replayed action), blended in from the start pose while
+        # engaging, then clamped to the joint limits and to the largest step per tick.
+        source = self.leader_q
+        replay = self._replay
+        if replay is not None:
+            i = self._replay_i
+            if i < len(replay):
+                source = replay[i]
+                self._replay_i = i + 1
+            else:
+                self._replay = None
+                self.reengage()
         want = self._scratch
-        np.subtract(self.leader_q, self.start_pose, out=want)
+        np.subtract(source, self.start_pose, out=want)
         want *= blend
         want += self.start_pose
         np.clip(want, self.lower, self.upper, out=want)
@@ -285,6 +297,7 @@ class Teleop:
             except DynamixelError as exc:
                 self.fault = TeleopFault(f"arm {p.follower.name}: {exc}")
         self._check_alerts()
+        self._poll_health(k)
         t_end = time.monotonic_ns()
         self.engaged = alpha >= 1.0
         if self.sink is not None:
@@ -296,11 +309,43 @@ class Teleop:
                 action=self.target.astype(np.float32), missed=missed, engage=alpha))
         self.stats.add(t_start - deadline_ns, time.thread_time_ns() - cpu0)
 
+    def _poll_health(self, k: int) -> None:
+        """Once a second, one arm (round robin) reads its torque, voltage and temperature."""
+        per = max(1, int(self.config.rate_hz))
+        if k % per:
+            return
+        arms = self.followers + self.leaders
+        if arms:
+            arms[(k // per) % len(arms)].read_health()
+
+    # ---- modes ---------------------------------------------------------------------------------
+
+    def reengage(self) -> None:
+        """Blend from where the followers are now to the leaders over engage_seconds."""
+        self.start_pose[:] = self.target
+        self._engage_from_ns = time.monotonic_ns()
+
+    def replay(self, actions: np.ndarray) -> None:
+        """Drive the followers through recorded actions (T, n), one row per tick, then re-engage
+        on the leaders. The same limits and step clamps apply; called from any thread."""
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.ndim != 2 or actions.shape[1] != self.n:
+            raise RigError(f"replay needs actions of shape (T, {self.n}); got {actions.shape}")
+        self.start_pose[:] = self.target
+        self._engage_from_ns = time.monotonic_ns()
+        self._replay_i = 0
+        self._replay = actions
+
+    @property
+    def replaying(self) -> bool:
+        return self._replay is not None
+
     def run(self, duration_s: float | None = None) -> dict:
         """Run until stop(), a fault, or ``duration_s``; returns the stats summary."""
         for a in (*self.leaders, *self.followers):
             a.go_hot()
         self.t0_ns = time.monotonic_ns()
+        self._engage_from_ns = self.t0_ns
         self.stats.started_ns = self.t0_ns
         end_ns = None if duration_s is None else self.t0_ns + int(duration_s * 1e9)
         k = 0
