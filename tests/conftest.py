@@ -34,3 +34,20 @@ def emulated():
 
 def soak_seconds(default: float) -> float:
     return float(os.environ.get("RIG_SOAK_SECONDS", default))
+
+
+@pytest.fixture(scope="session")
+def sim_dataset(tmp_path_factory) -> Path:
+    """A small dataset recorded for real on the simulated rig: 4 takes of 6 s of transfer-cube.
+
+    Recorded once per test session with `rig record` (about 40 s); treat it as read-only: copy
+    it (shutil.copytree) before changing labels or statuses.
+    """
+    import subprocess
+
+    path = tmp_path_factory.mktemp("sim-dataset") / "transfer_cube.zarr"
+    out = subprocess.run([sys.executable, "-m", "rig", "record", "--episodes", "4", "--seconds", "6",
+                          "--reset-seconds", "1", "--dataset", str(path)], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return path
