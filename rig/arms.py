@@ -200,3 +200,49 @@ class Leader(Arm):
     def prepare(self) -> None:
         """Leaders are moved by hand: torque off so they are limp."""
         self.bus.set_torque(self.read_ids, False)
+
+
+class HandheldLeader:
+    """A handheld gripper as a leader: its jaw (0 closed .. 1 open) drives a follower's gripper."""
+
+    n_joints = 0
+    bus = None  # no servo bus: nothing to poll for alerts
+
+    def __init__(self, cfg: ArmConfig, gripper):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.gripper = gripper  # drivers.gripper.HandheldGripper, owned by the session
+        self.q = np.zeros(1)
+        self.dq = np.zeros(1)
+        self.current = np.zeros(1)
+        self.health = ArmHealth()
+        self.reads = self.misses = self.consecutive_misses = 0
+
+    def open(self) -> HandheldLeader:
+        return self
+
+    def read(self) -> None:
+        sample = self.gripper.latest()
+        if sample is None or not self.gripper.connected:
+            from drivers.gripper.driver import GripperError
+            raise GripperError(f"{self.name}: the handheld gripper is not streaming (unplugged?); "
+                               "it reconnects on its own when plugged back in")
+        self.q[0] = sample.jaw_normalized
+        self.reads += 1
+
+    def prepare(self) -> None:
+        pass
+
+    def read_health(self) -> ArmHealth:
+        self.health.torque_on = False
+        self.health.t_ns = time.monotonic_ns()
+        return self.health
+
+    def go_hot(self) -> None:
+        pass
+
+    go_cold = go_hot
+    torque_off = prepare
+
+    def close(self) -> None:
+        pass

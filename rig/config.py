@@ -49,6 +49,7 @@ class ArmConfig:
     joints: tuple[JointSpec, ...]  # arm joints, without the gripper
     gripper: JointSpec | None
     leader: str | None = None  # for a follower: the leader it mirrors
+    device: str = "dynamixel"  # "handheld": a leader whose only value is the handheld gripper's jaw
     calibration: ArmCalibration | None = None
     allow_uncalibrated: bool = False
     gripper_current_limit: int | None = None  # follower gripper, raw units (current-based position)
@@ -70,6 +71,25 @@ class ArmConfig:
     @property
     def is_sim(self) -> bool:
         return self.port.startswith("sim:")
+
+    @property
+    def is_handheld(self) -> bool:
+        return self.device == "handheld"
+
+
+@dataclass(frozen=True)
+class GripperConfig:
+    """A handheld gripper (firmware/ + drivers/gripper) on a serial port."""
+
+    port: str  # /dev/serial/by-id/... ; "standin" runs the firmware's host build on a pty
+    name: str = "gripper"
+    rate_hz: int = 200
+    record_button: int | None = 0  # this button (or the trigger with -1) starts and stops takes
+    standin_args: tuple[str, ...] = ()  # extra flags for the host stand-in (simulated sensors)
+
+    @property
+    def is_standin(self) -> bool:
+        return self.port == "standin"
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,8 @@ class RigConfig:
     cameras: tuple[CameraConfig, ...]
     safety: SafetyConfig
     sim: SimConfig | None
-    raw: dict[str, Any]  # the file as parsed: the snapshot stored in each episode
+    raw: dict[str, Any]
+    gripper: GripperConfig | None = None  # the file as parsed: the snapshot stored in each episode
 
     def arm(self, name: str) -> ArmConfig:
         for a in self.arms:
@@ -229,8 +250,16 @@ def _calibration(r: _Reader, n_joints: int, has_gripper: bool) -> ArmCalibration
 
 def _arm(r: _Reader) -> ArmConfig:
     r.unknown({"name", "role", "side", "port", "baud", "joints", "leader", "calibration", "allow_uncalibrated",
-               "gripper_current_limit"})
+               "gripper_current_limit", "device"})
     name = r.get("name", str)
+    device = r.get("device", str, "dynamixel", choices=("dynamixel", "handheld"))
+    if device == "handheld":
+        if r.get("role", str, choices=ROLES) != "leader":
+            r.fail("device", "a handheld gripper can only be a leader; its follower is a Dynamixel arm")
+        hand = JointSpec("gripper", 0, "xl330-m077")  # a placeholder servo: the value comes from the gripper
+        return ArmConfig(name=name, role="leader", side=r.get("side", str, "center", choices=SIDES),
+                         port="handheld", baud=1_000_000, joints=(), gripper=hand, device="handheld",
+                         calibration=ArmCalibration((), GripperCalibration(1.0, 0.0), source="handheld"))
     joints_raw = r.get("joints", list)
     if not joints_raw:
         r.fail("joints", "the arm has no joints; list its servos as { name, id, model } tables")
@@ -267,8 +296,9 @@ def _arm(r: _Reader) -> ArmConfig:
 
 def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
     r = _Reader(raw, source, "")
-    r.unknown({"name", "rate_hz", "arms", "cameras", "safety", "sim", "description"})
-    arms_raw = r.get("arms", list)
+    r.unknown({"name", "rate_hz", "arms", "cameras", "safety", "sim", "description", "gripper"})
+    gripper = _gripper(r.table("gripper")) if "gripper" in raw else None
+    arms_raw = r.get("arms", list, [] if gripper else ...)
     arms = []
     for i, a in enumerate(arms_raw):
         if not isinstance(a, dict):
@@ -313,6 +343,19 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
                         wire_timing=st.get("wire_timing", bool, True), operator=st.get("operator", bool, True))
     elif any(a.is_sim for a in arms):
         r.fail("sim", "arms use sim: ports but there is no [sim] table; add `[sim]` (task, seed)")
+    if any(a.is_handheld for a in arms) and gripper is None:
+        r.fail("gripper", "an arm has device = \"handheld\" but there is no [gripper] table; add one with its port")
     return RigConfig(name=r.get("name", str, Path(source.split(" ")[0]).stem), source=source,
                      rate_hz=r.get("rate_hz", float, 50.0, positive=True), arms=tuple(arms),
-                     cameras=tuple(cameras), safety=safety, sim=sim, raw=raw)
+                     cameras=tuple(cameras), safety=safety, sim=sim, raw=raw, gripper=gripper)
+
+
+def _gripper(r: _Reader) -> GripperConfig:
+    r.unknown({"name", "port", "rate_hz", "record_button", "standin_args"})
+    rate = r.get("rate_hz", int, 200, positive=True)
+    button = r.get("record_button", int, 0)
+    if not -1 <= button <= 7:
+        r.fail("record_button", f"{button} is not a button: use 0-7, or -1 for the trigger")
+    args = r.get("standin_args", list, [])
+    return GripperConfig(port=r.get("port", str), name=r.get("name", str, "gripper"), rate_hz=rate,
+                         record_button=button, standin_args=tuple(str(a) for a in args))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.cameras.base import Camera, FrameQueue
 from recorder import Dataset, EpisodeWriter, RecorderError, WriterOptions
@@ -43,6 +43,21 @@ def calibration_snapshot(config: RigConfig) -> dict[str, Any]:
     return out
 
 
+class StreamSource(Protocol):
+    """A device stream recorded beside the ticks at its own rate (e.g. a handheld gripper).
+
+    ``poll()`` returns the rows that arrived since the last call, as (host monotonic ns, fields);
+    the take pump calls it every cycle from its own thread and is its only consumer. It must not
+    call begin()/end() itself (signal another thread instead).
+    """
+
+    name: str
+    fields: Mapping[str, tuple[tuple[int, ...], str]]
+    rate_hz: float
+
+    def poll(self) -> list[tuple[int, dict[str, Any]]]: ...
+
+
 @dataclass
 class TakeResult:
     index: int
@@ -57,13 +72,17 @@ class TakeRecorder:
     """Records takes from one rig into one dataset. Thread-safe begin/end from a UI or CLI."""
 
     def __init__(self, dataset: Dataset, config: RigConfig, n_values: int, cameras: Mapping[str, Camera] = (),
-                 *, options: WriterOptions | None = None, intrinsics: Mapping[str, Any] | None = None):
+                 *, options: WriterOptions | None = None, intrinsics: Mapping[str, Any] | None = None,
+                 sources: Sequence[StreamSource] = ()):
         self.dataset = dataset
         self.config = config
         self.n_values = n_values
         self.cameras = dict(cameras)
         self.options = options or WriterOptions()
         self.intrinsics = dict(intrinsics or {})
+        self.sources = list(sources)
+        self._final: EpisodeWriter | None = None  # a take being ended: the pump flushes it one last time
+        self._flushed = threading.Event()
         self.ticks = TickQueue(maxsize=max(64, int(config.rate_hz * 4)))  # give this to the teleop loop
         self._frames: dict[str, FrameQueue] = {}
         self._writer: EpisodeWriter | None = None
@@ -90,7 +109,10 @@ class TakeRecorder:
         w = self.dataset.new_episode(
             task=task, operator=operator, config=self.config.raw, calibration=calibration_snapshot(self.config),
             intrinsics=self.intrinsics, extra={"rig": self.config.name, **(extra or {})}, options=self.options)
-        w.add_stream(JOINTS, joint_fields(self.n_values), rate_hz=self.config.rate_hz)
+        if self.n_values:
+            w.add_stream(JOINTS, joint_fields(self.n_values), rate_hz=self.config.rate_hz)
+        for src in self.sources:
+            w.add_stream(src.name, src.fields, rate_hz=src.rate_hz)
         for name, cam in self.cameras.items():
             w.add_camera(name, fps=cam.fps)
         self.ticks.drain()  # only ticks from now on belong to this take
@@ -105,7 +127,13 @@ class TakeRecorder:
             w, self._writer = self._writer, None
             if w is None:
                 raise RecorderError("no take is being recorded")
-            self._pump_once(w)  # what arrived up to now belongs to the take
+            self._flushed.clear()
+            self._final = w
+        # The pump takes what arrived up to now (ticks, frames, source rows) into the take.
+        if not self._flushed.wait(timeout=1.0):
+            with self._lock:
+                self._final = None
+                self._pump_once(w)
         for name, q in self._frames.items():
             self.cameras[name].unsubscribe(q)
         self._frames = {}
@@ -136,16 +164,24 @@ class TakeRecorder:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rec = self.ticks.get(timeout=0.05)
+            rec = self.ticks.get(timeout=0.02)
+            # Sources are polled every cycle, take or not: a source may toggle takes (a button).
+            polled = [(src, src.poll()) for src in self.sources]
             with self._lock:
-                w = self._writer
+                w = self._writer or self._final
                 if w is None:
                     continue  # between takes the loop's records are not kept
                 try:
                     if rec is not None:
                         self._append(w, rec)
                     self._pump_once(w)
+                    for src, rows in polled:
+                        for t_ns, values in rows:
+                            w.append(src.name, t_ns, **values)
                     if w.error is not None:
                         self.error = w.error
                 except RecorderError as exc:
                     self.error = exc
+                if w is self._final:
+                    self._final = None
+                    self._flushed.set()

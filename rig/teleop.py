@@ -41,7 +41,7 @@ class BusWorker:
 
     def __init__(self, arm: Arm):
         self.arm = arm
-        self.error: DynamixelError | None = None
+        self.error: RigError | None = None
         self._go = threading.Event()
         self._done = threading.Event()
         self._stop = False
@@ -57,7 +57,7 @@ class BusWorker:
             try:
                 self.arm.read()
                 self.error = None
-            except DynamixelError as exc:
+            except RigError as exc:  # a bus failure, or a handheld gripper that stopped streaming
                 self.error = exc
             self._done.set()
 
@@ -243,7 +243,7 @@ class Teleop:
 
     def _check_alerts(self) -> None:
         for f in (*self.followers, *self.leaders):
-            if f.bus.alerts:
+            if f.bus is not None and f.bus.alerts:
                 sid = next(iter(f.bus.alerts))
                 try:
                     bits = f.bus.hardware_error(sid)

@@ -122,7 +122,7 @@ def test_dropped_replies_hold_the_arm_and_are_counted(emulated, tmp_path):
 
 def test_too_many_missed_reads_stop_safely(emulated, tmp_path):
     leader, follower = pair_buses(emulated)
-    cfg = pair_config(tmp_path, leader, follower)
+    cfg = pair_config(tmp_path, leader, follower, missed_reads_to_stop=5)
     with RigSession(cfg, ports={"leader": leader.port, "follower": follower.port}) as s:
         s.start(5)
         time.sleep(0.7)
