@@ -222,7 +222,7 @@ class HandheldLeader:
         return self
 
     def read(self) -> None:
-        sample = self.gripper.latest()
+        sample = self.gripper.latest
         if sample is None or not self.gripper.connected:
             from drivers.gripper.driver import GripperError
             raise GripperError(f"{self.name}: the handheld gripper is not streaming (unplugged?); "

@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from drivers.cameras.base import Camera
 from drivers.cameras.factory import open_camera
 from drivers.errors import RigError
-from rig.arms import Follower, Leader
+from rig.arms import Follower, HandheldLeader, Leader
 from rig.config import RigConfig
+from rig.handheld import open_gripper
 from rig.teleop import Teleop, TeleopFault
 from rig.ticks import TickSink
 
@@ -52,6 +53,8 @@ class RigSession:
         self.world = None
         self.with_cameras = cameras
         self.cameras: dict[str, Camera] = {}
+        self.gripper = None  # drivers.gripper.HandheldGripper, when the config has a [gripper]
+        self.standin = None  # the firmware's host build, for port = "standin"
         self._ports_override = ports
         self._start_world = start_world
         self._world_options = world_options or {}
@@ -78,12 +81,18 @@ class RigSession:
                 ports = resolve_ports(self.config, sim_ports)
             if self.with_cameras:
                 self._open_cameras()
+            if self.config.gripper is not None:
+                self.gripper, self.standin = open_gripper(self.config.gripper)
             for arm in self.config.arms:
+                if arm.is_handheld:
+                    self.leaders.append(HandheldLeader(arm, self.gripper))
+                    continue
                 cls = Leader if arm.role == "leader" else Follower
                 opened = cls(arm, ports[arm.name]).open()
                 (self.leaders if arm.role == "leader" else self.followers).append(opened)
-            self.teleop = Teleop(self.config, self.leaders, self.followers, self.sink)
-            self.teleop.prepare()
+            if self.followers:  # a handheld-only rig records without a control loop
+                self.teleop = Teleop(self.config, self.leaders, self.followers, self.sink)
+                self.teleop.prepare()
         except BaseException:
             self.close()
             raise
@@ -106,6 +115,11 @@ class RigSession:
             with contextlib.suppress(Exception):
                 cam.stop()
         self.cameras = {}
+        for closer in (self.gripper, self.standin):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    closer.stop() if closer is self.standin else closer.close()
+        self.gripper = self.standin = None
         if self.world is not None:
             with contextlib.suppress(Exception):
                 self.world.close()

@@ -42,6 +42,7 @@ class BusWorker:
     def __init__(self, arm: Arm):
         self.arm = arm
         self.error: RigError | None = None
+        self.crashed = False
         self._go = threading.Event()
         self._done = threading.Event()
         self._stop = False
@@ -59,6 +60,9 @@ class BusWorker:
                 self.error = None
             except RigError as exc:  # a bus failure, or a handheld gripper that stopped streaming
                 self.error = exc
+            except Exception as exc:  # a bug must stop the loop with its message, not hang it
+                self.error = RigError(f"arm {self.arm.name}: unexpected {type(exc).__name__}: {exc}")
+                self.crashed = True
             self._done.set()
 
     def start_read(self) -> None:
@@ -224,6 +228,8 @@ class Teleop:
             elif w.error is not None:
                 missed |= 1 << i
                 self._count_miss(w)
+                if w.crashed:
+                    self.fault = TeleopFault(str(w.error))
             else:
                 w.arm.consecutive_misses = 0
         return missed

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from recorder import Dataset, RecorderError
 from recorder.recovery import check_incomplete
 from rig.config import load_config
+from rig.handheld import GripperSource
 from rig.recording import TakeRecorder
 from rig.session import RigSession
 
@@ -26,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--reset-seconds", type=float, default=2.0, help="pause between episodes")
     p.add_argument("--operator", default="", help="who is collecting (stored with each episode)")
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the first episode (default from config)")
+    p.add_argument("--button", action="store_true",
+                   help="handheld: the gripper's record button starts and stops each take (--seconds caps it)")
     p.set_defaults(func=run)
 
 
@@ -48,30 +52,45 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     seed0 = args.seed if args.seed is not None else (config.sim.seed if config.sim else 0)
     kept = 0
+    toggled = threading.Event()
     with RigSession(config, world_options=world_opts) as session:
-        takes = TakeRecorder(dataset, config, session.teleop.n, session.cameras)
-        session.teleop.sink = takes.ticks
+        sources = []
+        if session.gripper is not None:
+            sources.append(GripperSource(session.gripper, config.gripper, on_toggle=toggled.set))
+        n = session.teleop.n if session.teleop is not None else 0
+        takes = TakeRecorder(dataset, config, n, session.cameras, sources=sources)
+        if session.teleop is not None:
+            session.teleop.sink = takes.ticks
         world = session.world
         try:
-            session.start()
+            if session.teleop is not None:
+                session.start()
             for i in range(args.episodes):
                 seed = seed0 + i
                 if world is not None:
                     world.set_operator(False)
                     world.reset(sim_task, seed)
-                _sleep_watching(session, takes, args.reset_seconds if i or world else config.safety.engage_seconds)
+                if args.button:
+                    print(f"press the gripper's record button to start episode {i + 1} of {args.episodes}",
+                          flush=True)
+                    _wait_toggle(session, takes, toggled, None)
+                else:
+                    _sleep_watching(session, takes, args.reset_seconds if i or world else config.safety.engage_seconds)
                 index = takes.begin(task=task, operator=args.operator, extra={"seed": seed} if world else None)
                 if world is not None:
                     world.set_operator(True, True)
                 print(f"episode {index}: recording {args.seconds:g} s ...", flush=True)
-                _sleep_watching(session, takes, args.seconds)
+                if args.button:
+                    _wait_toggle(session, takes, toggled, args.seconds)
+                else:
+                    _sleep_watching(session, takes, args.seconds)
                 success = world.success() if world is not None else None
                 result = takes.end(success=success)
                 kept += 1
                 frames = {c: s["written"] for c, s in result.stats["cameras"].items()}
+                rows = {name: st["written"] for name, st in result.stats["streams"].items()}
                 label = "" if success is None else (" success" if success else " failure")
-                print(f"episode {index}: complete, {result.duration_s:.1f} s, "
-                      f"{result.stats['streams']['joints']['written']} ticks, frames {frames},{label} "
+                print(f"episode {index}: complete, {result.duration_s:.1f} s, rows {rows}, frames {frames},{label} "
                       f"(readable {result.stop_to_readable_s * 1e3:.0f} ms after stop)", flush=True)
         except KeyboardInterrupt:
             print("\ninterrupted: the current episode is kept as 'recovered'", file=sys.stderr)
@@ -81,11 +100,23 @@ def run(args) -> int:
     return 0
 
 
-def _sleep_watching(session: RigSession, takes: TakeRecorder, seconds: float) -> None:
+def _wait_toggle(session: RigSession, takes: TakeRecorder, toggled: threading.Event, cap_s: float | None) -> None:
+    """Wait for the next press of the record button (or ``cap_s``), watching for faults."""
+    toggled.clear()
+    end = None if cap_s is None else time.monotonic() + cap_s
+    while not toggled.is_set():
+        remaining = 0.5 if end is None else min(0.5, end - time.monotonic())
+        if remaining <= 0:
+            return
+        _sleep_watching(session, takes, remaining, until=toggled)
+
+
+def _sleep_watching(session: RigSession, takes: TakeRecorder, seconds: float,
+                    until: threading.Event | None = None) -> None:
     """Wait, but stop at once if the loop faulted or the recorder failed (e.g. a full disk)."""
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if session.teleop.fault is not None:
+    while time.monotonic() < end and not (until is not None and until.is_set()):
+        if session.teleop is not None and session.teleop.fault is not None:
             raise session.teleop.fault
         if takes.error is not None:
             raise RecorderError(f"recording stopped: {takes.error}")
