@@ -75,7 +75,7 @@ def test_colour_and_depth_with_frame_numbers_and_device_timestamps():
         assert (f.depth == 10 * f.index).all()  # depth units 1 mm: values are millimetres already
     assert cam.timestamp_domain == "global_time" and "global_time" in cam.stats().device_clock
     stats = cam.stats()
-    assert stats.drops == 1 and stats.last_index >= 10
+    assert stats.drops == 1 and stats.last_index >= 9  # the 8 frames read end at 9
 
 
 def test_colour_only_and_depth_units_scaled_to_millimetres():
