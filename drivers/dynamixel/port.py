@@ -10,6 +10,7 @@ wall clock the SDK uses, and assume the adapter's latency timer is what the rig 
 from __future__ import annotations
 
 import os
+import select
 import termios
 import time
 from pathlib import Path
@@ -41,17 +42,29 @@ class BlockingPortHandler(PortHandler):
         return True
 
     def readPort(self, length):  # noqa: N802
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            remaining = 0
+        """Up to ``length`` bytes, blocking in select() until they arrive or the deadline passes.
+
+        Straight on the fd: pyserial re-applies every termios setting whenever its timeout
+        changes, which would cost two syscalls a read (and fails for custom bauds on a pty).
+        """
+        buf = bytearray()
         try:
-            self.ser.timeout = remaining
-            return self.ser.read(length)
-        except (serial.SerialException, OSError, TypeError, AttributeError, termios.error):
-            # pyserial reports a vanished device as "readiness to read but returned no data"
+            fd = self.ser.fd
+            while len(buf) < length:
+                # Past the deadline, still take what has already arrived (a late wake-up must not
+                # turn a reply sitting in the buffer into a timeout).
+                remaining = max(0.0, self._deadline - time.monotonic())
+                ready, _, _ = select.select([fd], [], [], remaining)
+                if not ready:
+                    break
+                chunk = os.read(fd, length - len(buf))
+                if not chunk:  # readable but empty: the device is gone
+                    raise OSError("device disconnected")
+                buf += chunk
+        except (OSError, TypeError, AttributeError, ValueError):
             self.lost = True
             self._deadline = 0.0
-            return b""
+        return bytes(buf)
 
     def writePort(self, packet):  # noqa: N802
         try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from drivers.dynamixel.bus import DynamixelBus, ServoInfo, return_delay_advice
 from drivers.dynamixel.control_table import BAUD_CODES, BAUD_TABLE
-from drivers.dynamixel.errors import CorruptReply, DynamixelError, NoStatusPacket
+from drivers.dynamixel.errors import CorruptReply, DynamixelError, NoStatusPacket, PortLost, PortUnavailable
 from drivers.dynamixel.port import latency_timer_advice, read_latency_timer
 from drivers.errors import RigError
 
@@ -18,8 +18,16 @@ from drivers.errors import RigError
 SCAN_ORDER = [1_000_000, 57_600, 4_000_000, 2_000_000, 3_000_000, 115_200, 4_500_000, 9_600]
 
 
+class SetupError(RigError):
+    pass
+
+
 def scan(port: str, bauds: Iterable[int] | None = None, **bus_options) -> list[ServoInfo]:
     """Every servo answering a broadcast ping on ``port``, at each baud in ``bauds``."""
+    bad = [b for b in bauds or () if b not in BAUD_CODES]
+    if bad:
+        raise SetupError(f"{port}: baud {bad[0]} is not a Dynamixel X-series rate; use one of "
+                         f"{', '.join(str(b) for b in BAUD_TABLE.values())}")
     found: list[ServoInfo] = []
     for baud in bauds or SCAN_ORDER:
         try:
@@ -27,11 +35,11 @@ def scan(port: str, bauds: Iterable[int] | None = None, **bus_options) -> list[S
                 found += bus.broadcast_ping()
         except NoStatusPacket:
             continue
+        except (PortUnavailable, PortLost):
+            if not os.path.exists(port):
+                raise
+            continue  # this adapter cannot run at that baud (e.g. 4.5M on a pty): no servo there either
     return found
-
-
-class SetupError(RigError):
-    pass
 
 
 def assign(port: str, new_id: int, new_baud: int, *, bauds: Iterable[int] | None = None) -> ServoInfo:

@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--ids", type=str, default=None,
                    help="IDs to assign in order, e.g. 1-9 or 1,2,3 (default: ask for each motor)")
     p.add_argument("--yes", action="store_true", help="do not wait for Enter before each motor")
+    p.add_argument("--scan-baud", type=int, action="append",
+                   help="only look for the motor at this baud (repeatable; default: every standard rate)")
     p.set_defaults(func=run)
 
 
@@ -49,7 +51,7 @@ def run(args) -> int:
             new_id = planned[i]
             if not args.yes:
                 input(f"Connect ONLY the motor that gets ID {new_id} to {args.port}, then press Enter ")
-        servo = assign(args.port, new_id, args.baud)
+        servo = assign(args.port, new_id, args.baud, bauds=args.scan_baud)
         print(f"ok: {servo.model_name} now ID {servo.id} at {servo.baud} baud, return delay 0")
         i += 1
     return 0
