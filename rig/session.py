@@ -53,6 +53,7 @@ class RigSession:
         self.world = None
         self.with_cameras = cameras
         self.cameras: dict[str, Camera] = {}
+        self.warnings: list[str] = []  # things a person should know that did not stop the rig
         self.gripper = None  # drivers.gripper.HandheldGripper, when the config has a [gripper]
         self.standin = None  # the firmware's host build, for port = "standin"
         self._ports_override = ports
@@ -76,7 +77,7 @@ class RigSession:
             if ports is None:
                 sim_ports = None
                 if self.config.sim is not None and self._start_world:
-                    self.world = start_sim_world(self.config, cameras=self.with_cameras, **self._world_options)
+                    self.world = self._start_sim()
                     sim_ports = self.world.ports
                 ports = resolve_ports(self.config, sim_ports)
             if self.with_cameras:
@@ -124,6 +125,19 @@ class RigSession:
             with contextlib.suppress(Exception):
                 self.world.close()
             self.world = None
+
+    def _start_sim(self):
+        try:
+            return start_sim_world(self.config, cameras=self.with_cameras, **self._world_options)
+        except RigError as exc:
+            if not (self.with_cameras and is_render_failure(exc)):
+                raise
+        # No OpenGL on this machine: the rig still runs and records joints, without cameras.
+        self.warnings.append(
+            "the simulated cameras are off: this machine has no OpenGL library for MuJoCo to render with. "
+            "Install it with `sudo apt-get install libegl1 libgl1-mesa-dri` and restart")
+        self.with_cameras = False
+        return start_sim_world(self.config, cameras=False, **self._world_options)
 
     def _open_cameras(self) -> None:
         for c in self.config.cameras:
@@ -194,6 +208,12 @@ def start_sim_world(config: RigConfig, cameras: bool = True, **options):
     opts = dict(task=sim.task, seed=sim.seed, wire_timing=sim.wire_timing, operator=sim.operator, cameras=specs)
     opts.update(options)
     return start_world(**opts)
+
+
+def is_render_failure(exc: Exception) -> bool:
+    text = str(exc)
+    return any(k in text for k in ("OpenGL", "EGL", "gladLoadGL", "OSMesa", "rendering needs", "glGetError",
+                                   "camera process"))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:

@@ -54,6 +54,8 @@ def run(args) -> int:
     kept = 0
     toggled = threading.Event()
     with RigSession(config, world_options=world_opts) as session:
+        for warning in session.warnings:
+            print(f"rig: warning: {warning}", file=sys.stderr)
         sources = []
         if session.gripper is not None:
             sources.append(GripperSource(session.gripper, config.gripper, on_toggle=toggled.set))

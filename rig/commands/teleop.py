@@ -45,6 +45,8 @@ def run(args) -> int:
     summary = None
     try:
         with RigSession(config, cameras=args.cameras) as session:
+            for warning in session.warnings:
+                print(f"rig: warning: {warning}", file=sys.stderr)
             try:
                 summary = session.run(args.duration, poll)
             finally:

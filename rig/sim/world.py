@@ -238,7 +238,7 @@ class _Cameras:
                "cameras": [{"name": c.name, "width": c.width, "height": c.height, "fps": c.fps, "ring": c.ring}
                            for c in self.cameras]}
         env = dict(os.environ)
-        env.setdefault("MUJOCO_GL", "egl")
+        env["MUJOCO_GL"] = env.pop(RENDER_GL_ENV, "egl")  # only the renderer needs an OpenGL library
         env.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one render thread leaves a core to the rest
         self.proc = subprocess.Popen([sys.executable, "-m", "rig.sim.render", json.dumps(cfg)],
                                      stdout=subprocess.PIPE, text=True, env=env)
@@ -511,9 +511,14 @@ class World:
                 arm.stop()
 
 
+RENDER_GL_ENV = "RIG_RENDER_GL"
+
+
 def world_main(conn: Any, config: WorldConfig) -> None:
     """Entry point of the world process."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    # Physics needs no OpenGL: keep a missing libEGL from breaking `import mujoco` here, and hand
+    # the user's choice of GL backend to the render process.
+    os.environ.setdefault(RENDER_GL_ENV, os.environ.pop("MUJOCO_GL", "egl"))
     sys.setswitchinterval(0.0005)  # bus threads answer within a fraction of a millisecond
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # terminate() still closes ports and rings
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it closes the world
