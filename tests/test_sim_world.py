@@ -266,3 +266,23 @@ def test_start_without_the_sim_extra_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "gym_aloha", None)  # as if gym-aloha were not installed
     with pytest.raises(SimUnavailable, match=r"pip install -e '\.\[sim\]'"):
         start_world(cameras=())
+
+
+def test_a_leader_can_be_held_at_a_known_pose():
+    from drivers.dynamixel.bus import DynamixelBus
+    from rig.sim.hardware import LEADER_GRIPPER_CLOSED_TICKS, LEADER_GRIPPER_OPEN_TICKS
+    from rig.sim.launch import start_world
+
+    with start_world(cameras=(), operator=False) as world:
+        pose = [0.3, -0.4, 0.5, 0.1, -0.2, 0.25, 0.5]
+        world.set_leader_pose("left_leader", pose)
+        with DynamixelBus(world.ports["left_leader"]) as bus:
+            got = bus.sync_read([1, 2, 4, 6, 7, 8, 9], "present_position")
+        want = [2048 + v * 4096 / (2 * np.pi) for v in pose[:6]]
+        for sid, w in zip((1, 2, 4, 6, 7, 8), want, strict=True):
+            assert abs(got[sid]["present_position"] - w) <= 1
+        mid = (LEADER_GRIPPER_OPEN_TICKS + LEADER_GRIPPER_CLOSED_TICKS) / 2
+        assert abs(got[9]["present_position"] - mid) <= 1
+        world.set_operator(True)
+        with pytest.raises(Exception, match="set_operator\\(False\\) first"):
+            world.set_leader_pose("left_leader", pose)

@@ -85,6 +85,10 @@ class WorldHandle:
         """Switch the scripted operator; enabling restarts its plan from the beginning."""
         return self._call("set_operator", enabled, restart)
 
+    def set_leader_pose(self, arm: str, q: Iterable[float]) -> None:
+        """Hold leader ``arm`` at 6 joint angles (rad) + gripper opening 0..1 (operator off)."""
+        self._call("set_leader_pose", arm, [float(v) for v in q])
+
     def operator_status(self) -> dict:
         return self._call("operator_status")
 

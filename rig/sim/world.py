@@ -50,6 +50,7 @@ from .hardware import (
     angle_from_ticks,
     finger_from_follower_gripper,
     follower_gripper_from_finger,
+    leader_gripper_from_opening,
     ticks_from_angle,
 )
 from .scene import SIDES, START_ARM_POSE, SimScene
@@ -360,6 +361,22 @@ class World:
         return {"enabled": self.operator_enabled, "t": t, "duration": duration,
                 "done": self.operator_enabled and t >= duration}
 
+    def _set_leader_pose(self, name: str, q: list[float]) -> None:
+        """Hold a leader at a known pose, as a hand would: 6 joint angles (rad) + gripper 0..1."""
+        arm = self.arms.get(name)
+        if arm is None or arm.follower:
+            raise ValueError(f"{name!r} is not a leader; leaders: left_leader, right_leader")
+        if self.operator_enabled:
+            raise ValueError("the scripted operator is moving the leaders: set_operator(False) first")
+        joints = np.asarray(q, dtype=float)
+        if joints.shape != (7,):
+            raise ValueError(f"a leader pose is 7 values (6 joint angles + gripper 0..1), got {joints.shape}")
+        joints = joints.copy()
+        joints[6] = leader_gripper_from_opening(float(q[6]))
+        arm.set_external(True)
+        arm.last = joints
+        arm.publish(joints, np.zeros(7))
+
     # --- state exchange --------------------------------------------------------------------------
     def _publish_follower(self, arm: _Arm) -> None:
         q = self.scene.arm_qpos(arm.side)
@@ -414,6 +431,8 @@ class World:
             return self.set_operator(*args)
         if op == "operator_status":
             return self.operator_status()
+        if op == "set_leader_pose":
+            return self._set_leader_pose(*args)
         if op == "set_camera_delay":
             cam, seconds = args
             if self.cameras is None:
