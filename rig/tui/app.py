@@ -1,0 +1,301 @@
+"""The collector's app: the live screen, instant replay after every take, the episode list.
+
+The control loop runs on its own thread (RigSession.start); this app only reads snapshots on
+timers (5 Hz state, 4 Hz previews, 1 Hz health) and hands key presses to the Collector, whose
+worker thread does anything that blocks. A slow or crashed UI never stops a recording: the
+recorder's own threads write it, and `rig collect` closes the rig in a finally.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from rig.recording import TakeResult
+from rig.tui.controller import Collector, State
+from rig.tui.episodes import ConfirmScreen, EpisodesScreen
+from rig.tui.replay import ReplayScreen
+from rig.tui.train import TrainPanel
+from rig.tui.widgets import ArmsPanel, Banner, CameraTile, LoopPanel, TakePanel
+
+TICK_HZ = 4.0  # state, banner and camera previews: one screen update per tick
+HEALTH_TICKS = 4  # arms, loop and camera figures every 4th tick: once a second
+
+
+def calibration_available() -> bool:
+    try:
+        return importlib.util.find_spec("rig.tui.calibration") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class LiveScreen(Screen):
+    AUTO_FOCUS = None
+    DEFAULT_CSS = """
+    LiveScreen #live-left { width: 2fr; min-width: 52; }
+    LiveScreen #cameras { width: 3fr; grid-size: 2; grid-gutter: 0 1; }
+    LiveScreen ArmsPanel { height: auto; border: round $primary; }
+    LiveScreen LoopPanel { height: auto; border: round $primary; }
+    LiveScreen TakePanel { height: auto; border: round $primary; }
+    """
+
+    def __init__(self, collector: Collector, train: TrainPanel):
+        super().__init__()
+        self.collector = collector
+        self.train = train
+
+    def compose(self) -> ComposeResult:
+        yield Banner(id="banner")
+        with Horizontal():
+            with Vertical(id="live-left"):
+                yield TakePanel(id="take")
+                yield ArmsPanel(id="arms")
+                yield LoopPanel(id="loop")
+                yield self.train
+            with Grid(id="cameras"):
+                for name in self.collector.camera_names():
+                    yield CameraTile(name, id=f"cam-{name}")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#arms").border_title = "arms"
+        self.query_one("#loop").border_title = "teleop loop"
+        self.query_one("#take").border_title = "take"
+        self.update_health()
+
+    def update_previews(self) -> None:
+        if not self.is_current:
+            return
+        for tile in self.query(CameraTile):
+            tile.show_frame(self.collector.latest_frame(tile.camera))
+
+    def update_health(self) -> None:
+        if not self.is_current:
+            return
+        snap = self.collector.snapshot()
+        self.query_one(ArmsPanel).show(snap.arms)
+        self.query_one(LoopPanel).show(snap.loop)
+        views = {c.name: c for c in snap.cameras}
+        for tile in self.query(CameraTile):
+            if tile.camera in views:
+                tile.show_stats(views[tile.camera])
+
+    def update_state(self, snap, tick: int) -> None:
+        """Called by the app's tick (4 Hz) while this screen shows: all updates in one repaint."""
+        for panel in self.query(TakePanel):  # none yet before the screen is composed
+            panel.show(snap)
+        if snap.state != State.SAVING:  # while a take is saved, the CPU goes to the recorder
+            self.update_previews()
+        if tick % HEALTH_TICKS == 0:
+            self.update_health()
+
+
+class CollectorApp(App):
+    """``rig collect``. Build with a Collector that is not opened yet; the app opens it."""
+
+    TITLE = "rig"
+    AUTO_FOCUS = None
+    BINDINGS = [
+        Binding("space", "toggle", "start/stop"),
+        Binding("enter", "keep", "keep"),
+        Binding("backspace", "discard", "discard"),
+        Binding("r", "rerecord", "re-record"),
+        Binding("s", "label(True)", "success"),
+        Binding("f", "label(False)", "failure"),
+        Binding("a", "replay_actions", "replay on arms"),
+        Binding("l", "episodes", "episodes"),
+        Binding("t", "focus_train", "flagged", show=False),
+        Binding("c", "calibrate", "calibrate"),
+        Binding("e", "end_session", "end session"),
+        Binding("q", "quit_safely", "quit"),
+        Binding("ctrl+q", "quit_safely", "quit", show=False, priority=True),
+    ]
+
+    class TakeSaved(Message):
+        def __init__(self, result: TakeResult):
+            super().__init__()
+            self.result = result
+
+    class RigError(Message):
+        def __init__(self, text: str):
+            super().__init__()
+            self.text = text
+
+    def __init__(self, collector: Collector, *, train: bool = False, dataset_path=None):
+        super().__init__()
+        self.collector = collector
+        self.train_panel = TrainPanel(dataset_path or collector.options.dataset, collector.options.task, train,
+                                      id="train")
+        self.live = LiveScreen(collector, self.train_panel)
+        self.has_calibration = calibration_available()
+        self.closing = False
+        self._ticks = 0
+        self.review_screen: ReplayScreen | None = None
+        self.replay_first_frame_ns = 0  # when the last review drew its first frame (benchmark)
+        collector.on_saved = lambda result: self.post_message(self.TakeSaved(result))
+        collector.on_error = lambda text: self.post_message(self.RigError(text))
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(self.live)
+        self.call_after_refresh(self.collector.open)  # after the first paint: not competing with it
+        self.set_interval(1 / TICK_HZ, self.tick)
+
+    def tick(self) -> None:
+        c = self.collector
+        c.poll()
+        for notice in c.notices:
+            self.notify(notice, severity="warning", timeout=10)
+        c.notices.clear()
+        snap = c.snapshot()
+        if snap.state == State.READY:
+            self.train_panel.start()
+        for banner in self.screen.query(Banner):
+            banner.show(snap)
+        self._ticks += 1
+        if self.screen is self.live:
+            self.live.update_state(snap, self._ticks)
+        review = self.review_screen
+        if review is not None:
+            if review.query(Banner) and review.query_one("FrameView").first_drawn_ns and not self.replay_first_frame_ns:
+                self.replay_first_frame_ns = review.query_one("FrameView").first_drawn_ns
+            if snap.state not in (State.REVIEW, State.SAVING):
+                self.review_screen = None
+                if self.screen is review:
+                    self.pop_screen()  # the take was kept, discarded or re-recorded: back to live
+
+    def on_collector_app_take_saved(self, message: TakeSaved) -> None:
+        self.replay_first_frame_ns = 0
+        first = self.collector.first_frame
+        index = message.result.index
+        self.open_replay(index, review=True, first_frame=first[1:] if first and first[0] == index else None)
+
+    def on_collector_app_rig_error(self, message: RigError) -> None:
+        self.notify(message.text, severity="error", timeout=15)
+
+    def on_train_panel_open_episode(self, message: TrainPanel.OpenEpisode) -> None:
+        self.open_replay(message.index)
+
+    def open_replay(self, index: int, review: bool = False, first_frame=None) -> None:
+        if self.collector.dataset is None:
+            return
+        screen = ReplayScreen(self.collector.dataset, index, review=review, config=self.collector.config,
+                              camera_order=self.collector.camera_names(), first_frame=first_frame)
+        if review:
+            if self.review_screen is not None and self.screen is self.review_screen:
+                self.pop_screen()
+            self.review_screen = screen
+        self.push_screen(screen)
+        self.call_after_refresh(self.tick)  # its banner at once, not at the next tick
+
+    # ---- keys ------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "calibrate":
+            return self.has_calibration  # the key (and its footer entry) only where the module exists
+        return True
+
+    def _index_here(self) -> int | None:
+        """The episode a key acts on: the one open in a replay, else the last take."""
+        if isinstance(self.screen, ReplayScreen):
+            return self.screen.index
+        return None
+
+    def action_toggle(self) -> None:
+        if self.collector.state == State.REVIEW:
+            self.train_panel.notify_new_episode()  # starting the next take keeps this one
+        self.collector.toggle()
+
+    def action_keep(self) -> None:
+        if isinstance(self.screen, ReplayScreen) and not self.screen.review:
+            return
+        if self.collector.keep() is not None:
+            self.train_panel.notify_new_episode()
+
+    def action_discard(self) -> None:
+        index = self._index_here()
+        c = self.collector
+        target = index if index is not None else (c.last.index if c.last is not None else None)
+        if target is None or c.state in (State.RECORDING, State.SAVING):
+            return
+        review_take = c.state == State.REVIEW and c.last is not None and target == c.last.index
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                c.discard(target)
+                if not review_take:
+                    self.notify(f"episode {target} discarded")
+        self.push_screen(ConfirmScreen(f"Discard episode {target}?"), done)
+
+    def action_rerecord(self) -> None:
+        if isinstance(self.screen, ReplayScreen) and not self.screen.review:
+            return  # r re-records the take under review, not an older episode being viewed
+        self.collector.rerecord()
+
+    def action_label(self, success: bool) -> None:
+        self.collector.label(success, self._index_here())
+
+    def action_replay_actions(self) -> None:
+        self.collector.replay_actions(self._index_here())
+
+    def action_episodes(self) -> None:
+        if self.collector.dataset is not None and not isinstance(self.screen, EpisodesScreen):
+            self.push_screen(EpisodesScreen(self.collector.dataset))
+            self.call_after_refresh(self.tick)
+
+    def action_focus_train(self) -> None:
+        if self.screen is self.live:
+            self.train_panel.focus_flagged()
+
+    def action_calibrate(self) -> None:
+        if not self.has_calibration:
+            return
+        try:
+            from rig.tui.calibration import CalibrationScreen
+            params = inspect.signature(CalibrationScreen).parameters
+            offer = {"collector": self.collector, "session": self.collector.session, "config": self.collector.config}
+            self.push_screen(CalibrationScreen(**{k: v for k, v in offer.items() if k in params}))
+        except Exception as exc:
+            self.notify(f"calibration unavailable: {type(exc).__name__}: {exc}", severity="error")
+
+    def action_end_session(self) -> None:
+        """Stop a take in progress normally (it is saved and labelled), then quit safely."""
+        if self.collector.state == State.RECORDING:
+            self.collector.toggle()
+        self.action_quit_safely()
+
+    def action_quit_safely(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        for banner in self.screen.query(Banner):
+            banner.update(Text(" CLOSING ", "black on grey70") + Text("  saving and stopping the followers ..."))
+        self._close_and_exit()
+
+    async def action_quit(self) -> None:  # Textual's own quit paths also shut the rig down
+        self.action_quit_safely()
+
+    @work(thread=True, exclusive=True, group="close")
+    def _close_and_exit(self) -> None:
+        report: dict = {}
+        try:
+            self.train_panel.stop()
+        except Exception:
+            pass
+        try:
+            report = self.collector.close()
+        finally:
+            self.call_from_thread(self.exit, report)
+
+
+__all__ = ["CollectorApp", "LiveScreen", "Static"]

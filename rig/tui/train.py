@@ -1,0 +1,147 @@
+"""The quick-train panel: a background trainer's progress, its figures and the episodes it flags.
+
+`rig.train.background` is optional (it needs torch); it is imported only when the panel starts,
+and any failure shows as one line instead of breaking the app.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+
+class TrainPanel(Vertical):
+    """Shows ``BackgroundTrainer.status()`` once a second. Selecting a flagged episode posts
+    ``TrainPanel.OpenEpisode``."""
+
+    DEFAULT_CSS = """
+    TrainPanel { height: auto; max-height: 14; border: round $secondary; }
+    TrainPanel ProgressBar { height: 1; }
+    TrainPanel OptionList { height: auto; max-height: 5; border: none; }
+    """
+
+    class OpenEpisode(Message):
+        def __init__(self, index: int):
+            super().__init__()
+            self.index = index
+
+    def __init__(self, dataset_path: Path, task: str | None, enabled: bool, **kw):
+        super().__init__(**kw)
+        self.dataset_path = Path(dataset_path)
+        self.train_task = task
+        self.enabled = enabled
+        self.trainer = None
+        self.unavailable: str | None = None if enabled else "off (--no-train)"
+        self._flagged: list[tuple[int, str]] = []
+        self._started = False
+        self.border_title = "quick-train"
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("quick-train: starts when the rig is ready" if self.enabled else "quick-train: off", "dim"),
+                     id="train-status")
+        yield ProgressBar(total=1.0, show_eta=False, show_percentage=True, id="train-progress")
+        yield Static("", id="train-figures")
+        flagged = OptionList(id="train-flagged")
+        flagged.can_focus = False  # focus stays off it (enter means keep) until `t` selects it
+        yield flagged
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).display = False
+        self.query_one(ProgressBar).display = False
+        if not self.enabled:
+            self._show_unavailable()
+
+    def start(self) -> None:
+        """Called once the rig is READY: importing torch while the arms are being set up would
+        starve their bus threads of the interpreter."""
+        if self.enabled and self.trainer is None and not self._started:
+            self._started = True
+            self._start()
+            self.set_interval(1.0, self.refresh_status)
+
+    @work(thread=True, exclusive=True, group="train-start")
+    def _start(self) -> None:
+        try:
+            from rig.train.background import BackgroundTrainer  # torch: seconds to import
+            trainer = BackgroundTrainer(self.dataset_path, task=self.train_task)
+            trainer.start()
+        except Exception as exc:  # ImportError, a missing torch, a bad dataset ...
+            self.unavailable = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self.app.call_from_thread(self._show_unavailable)
+            return
+        self.trainer = trainer
+
+    def _show_unavailable(self) -> None:
+        self.query_one("#train-status", Static).update(Text(f"quick-train unavailable: {self.unavailable}", "dim"))
+
+    def notify_new_episode(self) -> None:
+        if self.trainer is not None:
+            try:
+                self.trainer.notify_new_episode()
+            except Exception as exc:
+                self.unavailable = f"notify failed: {exc}"
+
+    def refresh_status(self) -> None:
+        if self.trainer is None:
+            if self.unavailable:
+                self._show_unavailable()
+            return
+        try:
+            st = self.trainer.status()
+        except Exception as exc:
+            self.query_one("#train-status", Static).update(Text(f"quick-train status failed: {exc}", "red"))
+            return
+        age = (time.monotonic_ns() - st.updated_ns) / 1e9 if st.updated_ns else None
+        head = Text(f"{st.state}", "bold")
+        head.append(f"  {st.episodes} episodes  {st.message}")
+        if age is not None and age > 30:
+            head.append(f"  (updated {age:.0f} s ago)", "dim")
+        self.query_one("#train-status", Static).update(head)
+        bar = self.query_one(ProgressBar)
+        bar.display = True
+        bar.update(progress=max(0.0, min(1.0, float(st.progress))))
+        figures = Text()
+        if st.val_error:
+            figures.append("val error: " + "  ".join(f"{k} {v:.3g}" for k, v in st.val_error.items()))
+        if st.learning_curve:
+            step, loss = st.learning_curve[-1]
+            figures.append(f"\nstep {step}: loss {loss:.3g}")
+        if st.projection:
+            figures.append(f"\n{st.projection}", "italic")
+        self.query_one("#train-figures", Static).update(figures)
+        flagged = list(st.flagged or [])
+        if flagged != self._flagged:
+            self._flagged = flagged
+            options = self.query_one(OptionList)
+            options.clear_options()
+            options.add_options([Option(f"episode {i}: {why}", id=str(i)) for i, why in flagged])
+            options.display = bool(flagged)
+
+    def focus_flagged(self) -> None:
+        options = self.query_one(OptionList)
+        if options.option_count:
+            options.can_focus = True
+            options.focus()
+
+    def on_descendant_blur(self) -> None:
+        self.query_one(OptionList).can_focus = False
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option.id is not None:
+            self.post_message(self.OpenEpisode(int(event.option.id)))
+
+    def stop(self) -> None:
+        if self.trainer is not None:
+            try:
+                self.trainer.stop()
+            finally:
+                self.trainer = None
