@@ -109,6 +109,7 @@ class SafetyConfig:
     engage_seconds: float = 1.5
     missed_reads_to_stop: int = 5
     on_exit: str = "torque_off"
+    max_leader_jump_rad: float = 1.0  # a leader reading jumping further in one tick is a glitch
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,7 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
             engage_seconds=s.get("engage_seconds", float, safety.engage_seconds),
             missed_reads_to_stop=s.get("missed_reads_to_stop", int, safety.missed_reads_to_stop, positive=True),
             on_exit=s.get("on_exit", str, safety.on_exit, choices=ON_EXIT),
+            max_leader_jump_rad=s.get("max_leader_jump_rad", float, safety.max_leader_jump_rad, positive=True),
         )
     sim = None
     st = r.table("sim")

@@ -88,6 +88,7 @@ class LoopStats:
     skipped: int = 0
     max_period_error_ns: int = 0
     bus_errors: dict[str, int] = field(default_factory=dict)
+    glitches: dict[str, int] = field(default_factory=dict)  # implausible leader readings held
     dropped_records: int = 0
     started_ns: int = 0
     _err: np.ndarray = field(default=None, repr=False)
@@ -123,6 +124,7 @@ class LoopStats:
             "overruns": self.overruns,
             "skipped_ticks": self.skipped,
             "bus_errors": dict(self.bus_errors),
+            "glitches": dict(self.glitches),
             "tick_cpu_ms": {"p50": pct(cpu, 50), "p99": pct(cpu, 99)},
             "dropped_records": self.dropped_records,
             "duration_s": elapsed,
@@ -178,6 +180,8 @@ class Teleop:
                 step.append(self.safety.max_gripper_step)
         self.max_step = np.array(step)
         self._scratch = np.zeros(self.n)
+        self._suspect = np.full(self.n, np.inf)
+        self._leader_bits = sum(1 << i for i in range(len(leaders)))
         self.t0_ns = 0
         self._engage_from_ns = 0
         self._replay: np.ndarray | None = None
@@ -194,6 +198,7 @@ class Teleop:
         self._read_all()
         for p in self.pairs:
             self.start_pose[p.sl] = p.follower.q
+            self.leader_q[p.sl] = p.leader.q  # the glitch guard compares each reading with the last
         self.target[:] = np.clip(self.start_pose, self.lower, self.upper)
 
     def shutdown(self) -> dict[str, str]:
@@ -247,6 +252,24 @@ class Teleop:
                 f"arm {arm.name}: {arm.consecutive_misses} reads in a row failed; stopped safely. Last error: "
                 f"{err or 'no reply within the tick'}")
 
+    def _glitch(self, p: Pair) -> bool:
+        """A leader reading that jumps further in one tick than a hand can move, once, is a glitch
+        (a late or mangled reply): hold the pair. The same jump on the next read is real."""
+        nj = p.leader.n_joints
+        if not nj:
+            return False
+        q = p.leader.q[:nj]
+        last = self.leader_q[p.sl][:nj]
+        if np.abs(q - last).max() <= self.safety.max_leader_jump_rad:
+            return False
+        suspect = self._suspect[p.sl][:nj]  # a view: compare before it is overwritten
+        repeated = np.abs(q - suspect).max() <= self.safety.max_leader_jump_rad
+        suspect[:] = q
+        if repeated:
+            return False  # it stayed there: the arm really is at the new pose
+        self.stats.glitches[p.leader.name] = self.stats.glitches.get(p.leader.name, 0) + 1
+        return True
+
     def _check_alerts(self) -> None:
         for f in (*self.followers, *self.leaders):
             if f.bus is not None and f.bus.alerts:
@@ -267,6 +290,8 @@ class Teleop:
         alpha = 1.0 if self.engage_s <= 0 else min(1.0, elapsed_s / self.engage_s)
         blend = alpha * alpha * (3 - 2 * alpha)  # smoothstep: no jerk at either end
         for p in self.pairs:
+            if not missed & p.bits and self._glitch(p):
+                missed |= p.bits & self._leader_bits
             if missed & p.bits:
                 continue  # this pair's last values stand
             sl = p.sl

@@ -354,3 +354,20 @@ def test_bus_can_be_used_from_another_thread(arm):
     t.start()
     t.join()
     assert out == [1120]
+
+
+def test_a_late_reply_to_another_read_is_never_decoded_as_this_one(emulated):
+    # At 57600 baud the reply to a READ of voltage+temperature is still on the wire when the
+    # sync read goes out: its 3 bytes must not be taken for current+velocity+position.
+    emu = emulated(arm_specs(["xm430-w350"] * 2), baud=57_600)
+    for s in emu.servos:
+        s.external_motion = True
+        s.set_present(position=3000)
+    with DynamixelBus(emu.port, 57_600, timeout_margin_ms=30) as bus:
+        reader = bus.reader([1, 2], "present_current", "present_position")
+        reader.use_fast = False
+        bus.ph.readTx(bus.port, 1, 144, 3)  # send, and never wait for its reply
+        bus.port.is_using = False
+        values = reader.read()
+    assert list(values[:, 2]) == [3000, 3000]
+    assert bus.retry_count >= 1

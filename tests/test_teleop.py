@@ -195,3 +195,32 @@ def test_ctrl_c_on_the_command_line_leaves_torque_off(emulated, tmp_path):
     summary = json.loads(stats.read_text())
     assert summary["ticks"] > 10 and set(summary) >= {"achieved_rate_hz", "period_error_ms", "overruns",
                                                         "bus_errors", "tick_cpu_ms"}
+
+
+def test_a_one_tick_leader_glitch_is_held_but_a_real_jump_is_followed(emulated, tmp_path):
+    leader, follower = pair_buses(emulated)
+    cfg = pair_config(tmp_path, leader, follower, engage_seconds=0.0)
+    sink = TickQueue(10_000)
+    waist = leader.servo(1)
+    real_read = waist.read
+    glitch = {"left": 0}
+
+    def mangled(address, length, now):  # one reply whose position reads 10 turns away
+        err, data = real_read(address, length, now)
+        if glitch["left"] and length >= 10:
+            glitch["left"] -= 1
+            data = data[:6] + (2048 + 40960).to_bytes(4, "little") + data[10:]
+        return err, data
+
+    waist.read = mangled
+    with RigSession(cfg, ports={"leader": leader.port, "follower": follower.port}, sink=sink) as s:
+        s.start(2.5)
+        time.sleep(0.5)
+        glitch["left"] = 1
+        time.sleep(0.5)
+        pose_leader(leader, [2048 + 1.5 * RAD, 2048, 2048])  # a real, sustained jump
+        summary = s.wait()
+    recs = records_of(sink)
+    assert summary["glitches"] == {"leader": 2}  # the mangled read, then the first read of the jump
+    assert max(abs(r.leader_q[0]) for r in recs) < 1.6  # 10 turns never reached the records
+    assert recs[-1].leader_q[0] == pytest.approx(1.5, abs=1e-3)  # the real jump was accepted

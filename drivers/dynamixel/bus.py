@@ -331,6 +331,8 @@ class SyncReader:
             data, result, error = bus.ph.readRx(bus.port, sid, self.length)
             if result != COMM_SUCCESS:
                 return result, sid
+            if len(data) != self.length:  # a late reply to another read (another block) from this ID
+                return COMM_RX_CORRUPT, sid
             self._decode(row, data, sid, error)
         return COMM_SUCCESS, None
 
@@ -352,7 +354,7 @@ class SyncReader:
             return COMM_RX_CORRUPT, rx[_STATUS_ID]
         idx = _STATUS_ERROR
         step = self.length + 4  # ERR, ID, data, CRC
-        if len(rx) < idx + step * len(self.ids):
+        if len(rx) != idx + step * len(self.ids):  # exactly this block from exactly these servos
             return COMM_RX_CORRUPT, None
         for row, sid in enumerate(self.ids):
             if rx[idx + 1] != sid:
