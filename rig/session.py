@@ -4,6 +4,7 @@ as one unit so followers are always left safe."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -99,19 +100,26 @@ class RigSession:
             raise
         return self
 
-    def close(self) -> None:
+    def stop_teleop(self) -> dict[str, str]:
+        """Stop the loop and leave the followers safe now, as configured (torque off, or hold),
+        then release the buses. Idempotent; close() calls it."""
         if self.teleop is not None:
             self.teleop.stop()
             if self._thread is not None:
                 self._thread.join(timeout=2)
             self.shutdown_report = self.teleop.shutdown()
             self.teleop = None
-        else:
+        else:  # opened arms, but the loop never started (a failure while opening)
+            hold = self.config.safety.on_exit == "hold"
             for f in self.followers:
-                self.shutdown_report[f.name] = f.make_safe(hold=False)
+                self.shutdown_report[f.name] = f.make_safe(hold)
         for a in (*self.leaders, *self.followers):
             a.close()
         self.leaders, self.followers = [], []
+        return self.shutdown_report
+
+    def close(self) -> None:
+        self.stop_teleop()
         for cam in self.cameras.values():
             with contextlib.suppress(Exception):
                 cam.stop()
@@ -205,7 +213,8 @@ def start_sim_world(config: RigConfig, cameras: bool = True, **options):
             o = c.options
             specs.append(CameraSpec(c.name, int(o.get("width", 320)), int(o.get("height", 240)),
                                     float(o.get("fps", 15.0)), delay_s=float(o.get("delay_s", 0.0))))
-    opts = dict(task=sim.task, seed=sim.seed, wire_timing=sim.wire_timing, operator=sim.operator, cameras=specs)
+    opts = dict(task=sim.task, seed=sim.seed, wire_timing=sim.wire_timing, operator=sim.operator, cameras=specs,
+                ring_prefix=f"rig{os.getpid()}-")  # two rigs on one machine never share frame rings
     opts.update(options)
     return start_world(**opts)
 

@@ -550,23 +550,11 @@ class Collector:
                     self._kept_count += 1
 
     def _stop_followers(self, s: RigSession) -> None:
-        """Followers freeze and let go (or hold) now, not only when the app quits. Done the way
-        RigSession.close does it, leaving the arms open so close() later finds nothing to do."""
+        """Followers freeze and let go (or hold) now, not only when the app quits."""
         if s.teleop is None:
             return
-        s.teleop.stop()
-        if s._thread is not None:
-            s._thread.join(timeout=2)
-        self.shutdown_report = s.teleop.shutdown()
-        s.shutdown_report = dict(self.shutdown_report)
-        s.teleop = None
-        # Close the arms here too: RigSession.close() would otherwise make the followers safe a
-        # second time, with torque off even where the config says to hold.
-        self._arms_shown = [*s.leaders, *s.followers]
-        for a in self._arms_shown:
-            with contextlib.suppress(Exception):
-                a.close()
-        s.leaders, s.followers = [], []
+        self._arms_shown = [*s.leaders, *s.followers]  # still listed on the live screen
+        self.shutdown_report = dict(s.stop_teleop())
 
     def _maybe_clear_camera_fault(self) -> None:
         """A frozen camera that streams again ends its fault (a disconnect is final)."""
