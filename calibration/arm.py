@@ -3,6 +3,10 @@
 A joint's angle is ``sign * (ticks - zero) * 2π / 4096``: ``zero`` is the tick reading at the
 joint's zero pose, ``sign`` is +1 or -1 so that the same motion reads the same way on leader and
 follower. A gripper is normalized instead: 0 closed, 1 open, from its closed and open ticks.
+
+A *full-turn* joint (it spins all the way round, e.g. a continuous wrist) reads within one turn
+in position mode, so its angle is wrapped into [-π, π). A *multi-turn* joint (extended position
+mode) reads beyond one turn and its angle is never wrapped.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class JointCalibration:
     sign: int = 1
     min_ticks: float | None = None  # measured range; None: not measured
     max_ticks: float | None = None
+    full_turn: bool = False  # spins through a whole turn: angle wrapped into [-pi, pi)
+    multi_turn: bool = False  # extended position mode: readings beyond one turn, never wrapped
 
 
 @dataclass(frozen=True)
@@ -47,12 +53,18 @@ class ArmCalibration:
     joints: tuple[JointCalibration, ...]
     gripper: GripperCalibration | None = None
     source: str = "config"
+    # Where a stored calibration came from: its file, adapter identity and servos (see
+    # calibration.store); None for inline and identity calibrations.
+    origin: object | None = field(default=None, compare=False)
     _zero: np.ndarray = field(init=False, repr=False, compare=False)
     _sign: np.ndarray = field(init=False, repr=False, compare=False)
+    _wrap: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_zero", np.array([j.zero for j in self.joints], dtype=np.float64))
         object.__setattr__(self, "_sign", np.array([j.sign for j in self.joints], dtype=np.float64))
+        wrap = np.array([j.full_turn and not j.multi_turn for j in self.joints], dtype=bool)
+        object.__setattr__(self, "_wrap", wrap if wrap.any() else None)
         for i, j in enumerate(self.joints):
             if j.sign not in (1, -1):
                 raise CalibrationError(f"joint {i}: sign must be 1 or -1, not {j.sign}")
@@ -66,12 +78,18 @@ class ArmCalibration:
         out = np.subtract(ticks, self._zero, out=out)
         out *= self._sign
         out /= TICKS_PER_RAD
+        if self._wrap is not None:  # full-turn joints: the short way round
+            w = self._wrap
+            out[w] = np.mod(out[w] + math.pi, 2 * math.pi) - math.pi
         return out
 
     def to_ticks(self, radians: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.multiply(radians, TICKS_PER_RAD, out=out)
         out *= self._sign
         out += self._zero
+        if self._wrap is not None:  # position mode takes goals within one turn only
+            w = self._wrap
+            out[w] = np.mod(out[w], 4096)
         return out
 
     def gripper_to_normalized(self, ticks: float) -> float:

@@ -21,14 +21,25 @@ from rig.config import ArmConfig
 
 
 def arm_calibration(cfg: ArmConfig) -> ArmCalibration:
+    """The arm's calibration: inline in the config, else its stored file, else raw (if allowed).
+
+    A stored file is checked against the config here (adapter identity from the port, servo IDs
+    and models); ``calibration.apply.verify_connected`` checks it against the servos once the bus
+    is open. A file that belongs to another arm is refused, never applied.
+    """
     if cfg.calibration is not None:
         return cfg.calibration
+    from calibration.store import arm_file, load_for_config
+
+    stored = load_for_config(cfg)
+    if stored is not None:
+        return stored.calibration
     if cfg.allow_uncalibrated:
         return ArmCalibration.identity(len(cfg.joints), _raw_gripper() if cfg.gripper else None)
     raise CalibrationError(
-        f"arm {cfg.name!r} is not calibrated, so its joints could move the wrong way. Run "
-        f"`rig calibrate arm {cfg.name}`, or set `allow_uncalibrated = true` for it in the config "
-        "to mirror raw ticks")
+        f"arm {cfg.name!r} is not calibrated, so its joints could move the wrong way: the config has no "
+        f"[arms.calibration] and there is no file {arm_file(cfg.name)}. Run `rig calibrate arm {cfg.name}`, "
+        "or set `allow_uncalibrated = true` for it in the config to mirror raw ticks")
 
 
 def _raw_gripper():
