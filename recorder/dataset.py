@@ -237,8 +237,14 @@ class Episode:
         # a slice, not arr[i]: zarr returns a 0-d object array for a scalar index
         return decode_jpeg(self._sub(layout.CAMERAS, cam)[layout.FRAMES][i : i + 1][0])
 
-    def align(self, cam: str, stream: str, latency_ns: int = 0) -> Alignment:
+    def camera_latency_ns(self, cam: str) -> int:
+        """The camera latency measured by calibration and stored with the episode (0 if none)."""
+        return int((self.attrs.get("camera_latency_ns") or {}).get(cam, 0))
+
+    def align(self, cam: str, stream: str, latency_ns: int | None = None) -> Alignment:
         ticks = self._sub(layout.STREAMS, stream)[T_NS][:]
+        if latency_ns is None:
+            latency_ns = self.camera_latency_ns(cam)
         return align_frames_to_ticks(ticks, self._sub(layout.CAMERAS, cam)[T_NS][:], latency_ns)
 
 

@@ -82,7 +82,8 @@ def export_episode(
         root.create_dataset("action", data=np.asarray(data[mapping.action], np.float64).reshape(T, -1))
         images = obs.create_group("images")
         for cam in cams:
-            _export_camera(ep, cam, t, images, (latency_ns or {}).get(cam, 0), compression)
+            lat = (latency_ns or {}).get(cam, ep.camera_latency_ns(cam))  # default: what calibration measured
+            _export_camera(ep, cam, t, images, lat, compression)
         if filled:
             root.attrs["rig_zero_filled"] = filled
     tmp.replace(out_path)

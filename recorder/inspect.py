@@ -166,7 +166,7 @@ def inspect_episode(
         if tick_t is not None and tick_t.size:
             from recorder.align import align_frames_to_ticks
 
-            al = align_frames_to_ticks(tick_t, t, (latency_ns or {}).get(cam, 0))
+            al = align_frames_to_ticks(tick_t, t, (latency_ns or {}).get(cam, ep.camera_latency_ns(cam)))
             rep_c.skew = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in al.summary().items()}
         cameras.append(rep_c)
     return InspectReport(

@@ -14,8 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from calibration.apply import camera_latencies_ns, episode_intrinsics
+from calibration.arm import CalibrationError
 from drivers.cameras.base import Camera, FrameQueue
 from recorder import Dataset, EpisodeWriter, RecorderError, WriterOptions
+from rig.arms import arm_calibration
 from rig.config import RigConfig
 from rig.ticks import TickQueue, TickRecord
 
@@ -32,9 +35,13 @@ def joint_fields(n: int) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def calibration_snapshot(config: RigConfig) -> dict[str, Any]:
+    """Each arm's calibration as it was applied: inline in the config or from its stored file."""
     out = {}
     for arm in config.arms:
-        cal = arm.calibration
+        try:
+            cal = arm.calibration if arm.is_handheld else arm_calibration(arm)
+        except CalibrationError:
+            cal = None
         out[arm.name] = None if cal is None else {
             "source": cal.source,
             "joints": [asdict(j) for j in cal.joints],
@@ -58,6 +65,14 @@ class StreamSource(Protocol):
     def poll(self) -> list[tuple[int, dict[str, Any]]]: ...
 
 
+def _sim_intrinsics(config: RigConfig, cameras: Mapping[str, Camera], skip) -> dict[str, Any]:
+    """The simulated cameras' exact pinholes, for those calibration has not stored."""
+    from rig.sim.scene import camera_intrinsics
+
+    return {c.name: camera_intrinsics(config.sim.task, c.name, cameras[c.name].width, cameras[c.name].height).to_dict()
+            for c in config.cameras if c.kind == "sim" and c.name in cameras and c.name not in skip}
+
+
 @dataclass
 class TakeResult:
     index: int
@@ -79,7 +94,12 @@ class TakeRecorder:
         self.n_values = n_values
         self.cameras = dict(cameras)
         self.options = options or WriterOptions()
-        self.intrinsics = dict(intrinsics or {})
+        # What calibration measured goes into every episode: intrinsics, and the camera latencies
+        # that alignment subtracts by default.
+        self.intrinsics = dict(intrinsics if intrinsics is not None else episode_intrinsics(config, cameras))
+        if config.sim is not None and intrinsics is None:
+            self.intrinsics.update(_sim_intrinsics(config, cameras, skip=self.intrinsics))
+        self.latencies_ns = camera_latencies_ns(config)
         self.sources = list(sources)
         self._final: EpisodeWriter | None = None  # a take being ended: the pump flushes it one last time
         self._flushed = threading.Event()
@@ -108,7 +128,9 @@ class TakeRecorder:
         self.error = None
         w = self.dataset.new_episode(
             task=task, operator=operator, config=self.config.raw, calibration=calibration_snapshot(self.config),
-            intrinsics=self.intrinsics, extra={"rig": self.config.name, **(extra or {})}, options=self.options)
+            intrinsics=self.intrinsics,
+            extra={"rig": self.config.name, "camera_latency_ns": self.latencies_ns, **(extra or {})},
+            options=self.options)
         if self.n_values:
             w.add_stream(JOINTS, joint_fields(self.n_values), rate_hz=self.config.rate_hz)
         for src in self.sources:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from calibration.apply import verify_connected
 from drivers.cameras.base import Camera
 from drivers.cameras.factory import open_camera
 from drivers.errors import RigError
@@ -92,6 +93,8 @@ class RigSession:
                 cls = Leader if arm.role == "leader" else Follower
                 opened = cls(arm, ports[arm.name]).open()
                 (self.leaders if arm.role == "leader" else self.followers).append(opened)
+                # A stored calibration must belong to the arm actually on this bus.
+                verify_connected(arm, opened.calibration, opened.bus)
             if self.followers:  # a handheld-only rig records without a control loop
                 self.teleop = Teleop(self.config, self.leaders, self.followers, self.sink)
                 self.teleop.prepare()
@@ -151,6 +154,7 @@ class RigSession:
         for c in self.config.cameras:
             spec = c.spec()
             if c.kind == "sim":
+                spec.pop("delay_s", None)  # the world already delays this camera's frames
                 shared = (self.world.cameras if self.world is not None else {}).get(c.name)
                 if shared is None:
                     raise SessionError(f"{self.config.source}: camera {c.name!r} is a sim camera but no simulated "

@@ -122,7 +122,7 @@ def test_realsense_factory_intrinsics_from_the_device():
 SIM_PROBE = """
 import mujoco, numpy as np
 from rig.sim.scene import load_model
-from rig.commands.calibrate import sim_camera_intrinsics
+from rig.sim.scene import camera_intrinsics as sim_camera_intrinsics
 m = load_model("transfer_cube"); d = mujoco.MjData(m)
 mujoco.mj_forward(m, d)
 W, H = 320, 240

@@ -21,6 +21,7 @@ from calibration.arm import CalibrationError
 from calibration.check import DEFAULT_GRIPPER_THRESHOLD, DEFAULT_THRESHOLD_DEG, CheckReport, check_arms
 from calibration.store import arm_file, calibration_dir, camera_device, save_camera_section
 from rig.config import RigConfig, load_config
+from rig.sim.scene import camera_intrinsics as sim_camera_intrinsics
 
 
 def register(sub) -> None:
@@ -356,21 +357,6 @@ def run_camera(args, out=None) -> int:
     extra = f", RMS reprojection {intr.rms_px:.3f} px over {intr.views} views" if intr.rms_px is not None else ""
     print(f"fx {intr.fx:.2f} fy {intr.fy:.2f} cx {intr.cx:.2f} cy {intr.cy:.2f}{extra}\nsaved {path}", file=out)
     return 0
-
-
-def sim_camera_intrinsics(task: str, camera: str, width: int, height: int):
-    """A simulated camera's exact pinhole: MuJoCo renders with the vertical field of view ``fovy``,
-    square pixels and the principal point at the image centre (OpenCV pixel-centre convention)."""
-    from calibration.intrinsics import CameraIntrinsics
-    from rig.sim.scene import import_mujoco, load_model
-
-    mujoco = import_mujoco()
-    model = load_model(task)
-    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-    if cam < 0:
-        raise CalibrationError(f"the {task} scene has no camera {camera!r}")
-    f = (height / 2) / math.tan(math.radians(float(model.cam_fovy[cam])) / 2)
-    return CameraIntrinsics(width, height, f, f, width / 2 - 0.5, height / 2 - 0.5, (0.0,) * 5, "opencv", "sim-scene")
 
 
 def _charuco_live(spec: dict, target, views: int, out):

@@ -211,3 +211,19 @@ class SimScene:
         ends = [d.xpos[pid] + sgn * PEG_HALF_LENGTH * Rp[:, 0] for sgn in (-1.0, 1.0)]
         local = min((Rs.T @ (e - d.xpos[sid]) for e in ends), key=lambda v: abs(v[0]))
         return abs(local[0]) < SOCKET_HALF_LENGTH - 0.015 and abs(local[1]) < 0.018 and abs(local[2]) < 0.018
+
+
+def camera_intrinsics(task: str, camera: str, width: int, height: int):
+    """A simulated camera's exact pinhole: MuJoCo renders with the vertical field of view ``fovy``,
+    square pixels and the principal point at the image centre (OpenCV pixel-centre convention)."""
+    import math
+
+    from calibration.intrinsics import CameraIntrinsics
+
+    mujoco = import_mujoco()
+    model = load_model(task)
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if cam < 0:
+        raise UnknownTask(f"the {task} scene has no camera {camera!r}")
+    f = (height / 2) / math.tan(math.radians(float(model.cam_fovy[cam])) / 2)
+    return CameraIntrinsics(width, height, f, f, width / 2 - 0.5, height / 2 - 0.5, (0.0,) * 5, "opencv", "sim-scene")
