@@ -371,3 +371,12 @@ def test_a_late_reply_to_another_read_is_never_decoded_as_this_one(emulated):
         values = reader.read()
     assert list(values[:, 2]) == [3000, 3000]
     assert bus.retry_count >= 1
+
+
+def test_a_late_reply_never_answers_a_single_register_read(emulated):
+    emu = emulated([ServoSpec(id=1, homing_offset=3580)], baud=57_600)
+    with DynamixelBus(emu.port, 57_600, timeout_margin_ms=30) as bus:
+        bus.ph.readTx(bus.port, 1, 20, 4)  # Homing Offset, never waited for
+        bus.port.is_using = False
+        assert bus.read(1, "drive_mode") == 0  # not 252, the low byte of 3580
+        assert bus.read(1, "homing_offset") == 3580

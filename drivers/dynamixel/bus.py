@@ -197,8 +197,14 @@ class DynamixelBus:
         reg = register(name)
 
         def attempt():
-            data, result, error = self.ph.readTxRx(self.port, servo_id, reg.address, reg.size)
-            return result, (data, error)
+            result = self.ph.readTx(self.port, servo_id, reg.address, reg.size)
+            while result == COMM_SUCCESS:
+                rx, result = self.ph.rxPacket(self.port, False)
+                if result == COMM_SUCCESS and rx[_STATUS_ID] == servo_id:
+                    if len(rx) != 11 + reg.size:  # a late reply to an earlier read of another register
+                        return COMM_RX_CORRUPT, None
+                    return result, (rx[9:9 + reg.size], rx[_STATUS_ERROR])
+            return result, None
         data, error = self._retry(attempt, servo_id, name)
         self._check_status(error, servo_id, name, alerts_ok=alerts_ok)
         raw = int.from_bytes(bytes(data), "little")
