@@ -167,8 +167,9 @@ class CollectorApp(App):
             self.live.update_state(snap, self._ticks)
         review = self.review_screen
         if review is not None:
-            if review.query(Banner) and review.query_one("FrameView").first_drawn_ns and not self.replay_first_frame_ns:
-                self.replay_first_frame_ns = review.query_one("FrameView").first_drawn_ns
+            views = review.query("FrameView")  # empty until the screen has finished mounting
+            if views and views.first().first_drawn_ns and not self.replay_first_frame_ns:
+                self.replay_first_frame_ns = views.first().first_drawn_ns
             if snap.state not in (State.REVIEW, State.SAVING):
                 self.review_screen = None
                 if self.screen is review:
