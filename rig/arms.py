@@ -62,7 +62,7 @@ class ArmHealth:
 class Arm:
     SETUP_RETRIES = 4  # setup is not time-critical: ride out a busy machine
 
-    def __init__(self, cfg: ArmConfig, port: str, *, retries: int = 1, timeout_margin_ms: float | None = None):
+    def __init__(self, cfg: ArmConfig, port: str, *, retries: int = 0, timeout_margin_ms: float | None = None):
         self.cfg = cfg
         self.name = cfg.name
         self.calibration = arm_calibration(cfg)
