@@ -1,0 +1,222 @@
+"""Quick-train benchmark: stop-to-feedback latency, teleop loop timing beside training, and the
+closed-loop success rate in the simulated world.
+
+    python benchmarks/bench_train.py --dataset50 data/tc50.zarr --json bench_train.json
+    python benchmarks/bench_train.py --record --data /tmp/bench-train      # records the data first
+
+Sections (all by default; pick with --only latency,loop,success):
+- latency: 10 kept episodes of 20 s. A BackgroundTrainer (nice 10, one thread, as beside a
+  session) trains on 9; then the 10th is kept and notify_new_episode() called: the time until the
+  status carries a result on 10 episodes is "stop to first feedback" (goal <= 60 s). The cold
+  start (no episode decoded yet, 10 episodes) is reported too.
+- loop: the teleop loop of the simulated rig for --loop-seconds, alone and with the
+  BackgroundTrainer training the whole time: p50/p99 period error, achieved rate, skipped ticks.
+- success: train on all kept episodes of --dataset50 with the quick budget and with --long-budget,
+  run each closed-loop in the simulated world on --trials seeded trials (seeds 1000...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def record(path: Path, episodes: int, seconds: float) -> None:
+    """Record until ``episodes`` complete takes exist (a loaded machine can fault a take)."""
+    from recorder import Dataset
+
+    while True:
+        have = [e for e in Dataset(path).episodes() if e.status == "complete"] if (path / "zarr.json").exists() else []
+        if len(have) >= episodes:
+            return
+        seed = len(Dataset(path).indices()) if (path / "zarr.json").exists() else 0
+        n = min(5, episodes - len(have))
+        print(f"recording {n} episodes of {seconds:g} s into {path} (seed {seed})", flush=True)
+        subprocess.run([sys.executable, "-m", "rig", "record", "--episodes", str(n), "--seconds", str(seconds),
+                        "--reset-seconds", "1", "--seed", str(seed), "--dataset", str(path)], cwd=ROOT,
+                       stdin=subprocess.DEVNULL)
+
+
+def subset(src: Path, dst: Path, n: int) -> list[int]:
+    """A copy of ``src`` keeping its first ``n`` complete episodes."""
+    from recorder import Dataset
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    ds = Dataset(dst)
+    keep = [e.index for e in ds.episodes() if e.status == "complete"][:n]
+    for i in ds.indices():
+        if i not in keep:
+            ds.discard(i, delete=True)
+    if len(keep) < n:
+        raise SystemExit(f"{src} has only {len(keep)} complete episodes; {n} needed")
+    return keep
+
+
+def wait_for(trainer, pred, timeout: float):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        s = trainer.status()
+        if pred(s):
+            return s
+        if s.state == "error":
+            raise SystemExit(f"quick-train failed: {s.message}")
+        time.sleep(0.05)
+    raise SystemExit(f"timed out after {timeout:.0f} s; status: {trainer.status()}")
+
+
+def bench_latency(src: Path, work: Path, budget: float) -> dict:
+    from recorder import Dataset
+    from rig.train.background import BackgroundTrainer
+
+    path = work / "ten.zarr"
+    keep = subset(src, path, 10)
+    ds = Dataset(path)
+    ds.discard(keep[-1])
+    has_result = ("validated", "learning curve", "done")
+    with BackgroundTrainer(path, budget_s=budget) as trainer:
+        t0 = time.monotonic()
+        first = wait_for(trainer, lambda s: s.stage in has_result and s.episodes == 9, 900)
+        cold_9 = time.monotonic() - t0
+        wait_for(trainer, lambda s: s.state == "done", 900)
+        t_stop = time.monotonic()
+        ds.set_status(keep[-1], "complete")  # the 10th take is kept...
+        trainer.notify_new_episode()  # ...and the session tells the trainer
+        fb = wait_for(trainer, lambda s: s.stage in has_result and s.episodes == 10, 900)
+        t_feedback = time.monotonic() - t_stop
+        done = wait_for(trainer, lambda s: s.state == "done" and s.episodes == 10 and s.runs >= 2, 1800)
+        t_done = time.monotonic() - t_stop
+    rep = done.report or {}
+    return {"episodes": 10, "budget_s": budget, "cold_first_feedback_9_episodes_s": round(cold_9, 1),
+            "stop_to_first_feedback_s": round(t_feedback, 1), "stop_to_learning_curve_s": round(t_done, 1),
+            "val_joint_error_deg": fb.val_joint_error_deg, "mean_action_error_deg": fb.mean_action_error_deg,
+            "flagged": fb.flagged, "learning_curve": done.learning_curve, "projection": done.projection,
+            "steps": rep.get("steps"), "timings": rep.get("timings"), "first_9": first.val_joint_error_deg}
+
+
+def _teleop(seconds: float) -> dict:
+    from rig.config import load_config
+    from rig.session import RigSession
+    from rig.teleop import TeleopFault
+
+    # own shared-memory ring names: another simulated rig on this machine must not collide
+    with RigSession(load_config("sim-aloha"), world_options={"ring_prefix": f"rig-bench-{os.getpid()}-"}) as s:
+        try:
+            return s.run(seconds)
+        except TeleopFault as exc:  # a machine loaded by others can fault the loop: record it, go on
+            out = s.teleop.stats.summary() if s.teleop is not None else {}
+            out["fault"] = str(exc)[:160]
+            return out
+
+
+def bench_loop(src: Path, work: Path, seconds: float) -> dict:
+    from rig.train.background import BackgroundTrainer
+
+    path = work / "loop.zarr"
+    subset(src, path, 10)
+    out = {}
+    for label in ("alone", "with_trainer", "alone_again", "with_trainer_again"):
+        trainer = None
+        if label.startswith("with_trainer"):
+            trainer = BackgroundTrainer(path, budget_s=10 * seconds)  # trains through the whole run
+            trainer.start()
+            wait_for(trainer, lambda s: s.state == "training" and s.stage == "training", 300)
+        try:
+            r = _teleop(seconds)
+        finally:
+            if trainer is not None:
+                busy = trainer.status()
+                trainer.stop()
+        pe = r.get("period_error_ms", {})
+        out[label] = {"p50_ms": round(pe.get("p50", float("nan")), 3), "p99_ms": round(pe.get("p99", float("nan")), 3),
+                      "max_ms": round(pe.get("max", float("nan")), 2), "rate_hz": round(r.get("achieved_rate_hz", 0), 2),
+                      "skipped_ticks": r.get("skipped_ticks"), "ticks": r.get("ticks"), "fault": r.get("fault"),
+                      "loadavg": round(os.getloadavg()[0], 1)}
+        if trainer is not None:
+            out[label]["trainer"] = f"{busy.state}/{busy.stage} {100 * busy.progress:.0f} %"
+        print(f"  loop {label}: {out[label]}", flush=True)
+    return out
+
+
+def bench_success(src: Path, budgets: list[float | int], trials: int, seconds: float | None) -> dict:
+    """Each budget is seconds (float) or a fixed step count (int, for the reproducible long run)."""
+    from rig.train.pipeline import run_pipeline
+    from rig.train.rollout import evaluate_in_sim
+    from rig.train.trainer import TrainConfig
+
+    out = {}
+    for budget in budgets:
+        t0 = time.monotonic()
+        cfg = TrainConfig(steps=budget) if isinstance(budget, int) else TrainConfig(budget_s=budget)
+        rep, policy = run_pipeline(src, "transfer_cube", cfg, curve=False)
+        train_s = time.monotonic() - t0
+        eps_s = seconds or 20.0
+        print(f"  budget {budget}: {rep.steps} steps, val {rep.val['joint_error']:.2f} deg; "
+              f"{trials} trials...", flush=True)
+        res = evaluate_in_sim(policy, "transfer_cube", trials, 1000, eps_s,
+                              progress=lambda i, r: print(f"    trial {i}: {'ok' if r.success else '--'}", flush=True))
+        key = f"steps_{budget}" if isinstance(budget, int) else f"budget_{budget:g}s"
+        out[key] = {
+            "episodes": len(rep.episodes), "steps": rep.steps, "train_wall_s": round(train_s, 1),
+            "val_joint_error_deg": round(rep.val["joint_error"], 3),
+            "val_gripper_error_pct": round(rep.val["gripper_error"], 2),
+            "hold_joint_error_deg": round(rep.val["hold_joint_error"], 3),
+            "trials": res.trials, "successes": res.successes, "success_rate": res.rate,
+            "rollout_p99_period_error_ms": round(res.p99_period_error_ms, 2),
+            "skipped_ticks": sum(t.skipped_ticks for t in res.per_trial)}
+        print(f"  -> {out[key]}", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("/tmp/bench-train"))
+    ap.add_argument("--dataset50", type=Path, default=None, help="50 scripted transfer-cube episodes of 20 s")
+    ap.add_argument("--record", action="store_true", help="record the dataset first (about 20 min)")
+    ap.add_argument("--only", default="latency,loop,success")
+    ap.add_argument("--budget", type=float, default=45.0)
+    ap.add_argument("--long-steps", type=int, default=8000, help="the longer run: a fixed step count")
+    ap.add_argument("--skip-quick", action="store_true", help="success: only the longer run")
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--trial-seconds", type=float, default=20.0)
+    ap.add_argument("--loop-seconds", type=float, default=30.0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    args.data.mkdir(parents=True, exist_ok=True)
+    src = args.dataset50 or args.data / "tc50.zarr"
+    if args.record:
+        record(src, 50, 20.0)
+    only = set(args.only.split(","))
+    res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                             "loadavg_at_start": os.getloadavg()}, "dataset": str(src)}
+    if "latency" in only:
+        print("latency: 10 episodes, background trainer", flush=True)
+        res["latency"] = bench_latency(src, args.data, args.budget)
+        print(f"  {res['latency']}", flush=True)
+    if "loop" in only:
+        print("loop: teleop period error with and without the background trainer", flush=True)
+        res["loop"] = bench_loop(src, args.data, args.loop_seconds)
+    if "success" in only:
+        print("success: closed-loop transfer-cube in the simulated world", flush=True)
+        budgets = ([] if args.skip_quick else [args.budget]) + [args.long_steps]
+        res["success"] = bench_success(src, budgets, args.trials, args.trial_seconds)
+    res["machine"]["loadavg_at_end"] = os.getloadavg()
+    print(json.dumps(res, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

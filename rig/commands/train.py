@@ -1,0 +1,109 @@
+"""`rig train DATASET`: quick-train headless, with progress and a final report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="quick-train a small policy on a dataset and report how good it is")
+    p.add_argument("dataset", type=Path, help="dataset directory (zarr)")
+    p.add_argument("--task", default=None, help="only episodes of this task (sim: also the task evaluated)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--budget", type=float, default=45.0, metavar="S",
+                   help="training seconds of the main run (default 45); the learning curve repeats its step count")
+    p.add_argument("--steps", type=int, default=None, help="a fixed step count instead of a time budget (reproducible)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only-success", action="store_true", help="only episodes labelled successful")
+    p.add_argument("--no-curve", action="store_true", help="skip the learning curve (its sub-trainings)")
+    p.add_argument("--target", type=float, default=None, metavar="DEG",
+                   help="arm-joint error to project towards (default: half the present error)")
+    p.add_argument("--eval-trials", type=int, default=0, metavar="N",
+                   help="simulated rig: run the policy closed-loop on N seeded trials and report the success rate")
+    p.add_argument("--eval-seconds", type=float, default=None, metavar="S",
+                   help="length of one trial (default: the longest training episode)")
+    p.add_argument("--eval-seed", type=int, default=1000, help="world seed of the first trial (default 1000)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--save", type=Path, default=None, metavar="PATH", help="save the trained policy (torch.save)")
+    p.set_defaults(func=run)
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.stage = ""
+        self.last = -1.0
+        self.t0 = time.monotonic()
+
+    def __call__(self, stage: str, frac: float, report) -> None:
+        if stage != self.stage or frac - self.last >= 0.1 or (frac >= 1.0 > self.last) or stage == "done":
+            if stage != self.stage and stage == "validated":
+                for line in report.summary_lines()[1:]:
+                    if line.startswith(("learning curve", "projection", "timings")):
+                        continue
+                    print(f"  {line}", flush=True)
+            print(f"[{time.monotonic() - self.t0:6.1f} s] {stage}: {100 * frac:3.0f} %", flush=True)
+            self.stage, self.last = stage, frac
+
+
+def _sim_task(args, episodes) -> str | None:
+    from rig.sim.scene import TASKS
+
+    if args.task in TASKS:
+        return args.task
+    for e in episodes:
+        if e.task in TASKS:
+            return e.task
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from rig.train import TrainError, require_torch
+
+    torch = require_torch()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from rig.train.data import EpisodeCache
+    from rig.train.pipeline import run_pipeline
+    from rig.train.trainer import TrainConfig
+
+    cfg = TrainConfig(seed=args.seed, budget_s=args.budget, steps=args.steps, device=args.device)
+    cache = EpisodeCache()
+    how = f"{args.steps} steps" if args.steps else f"budget {args.budget:g} s"
+    print(f"quick-train on {args.dataset} ({how} per run, seed {args.seed})", flush=True)
+    report, policy = run_pipeline(args.dataset, args.task, cfg, curve=not args.no_curve, target=args.target,
+                                  cache=cache, progress=_Progress(), only_success=args.only_success)
+    if args.eval_trials > 0:
+        from rig.train.rollout import evaluate_in_sim
+
+        eps = list(cache.episodes.values())
+        task = _sim_task(args, eps)
+        if task is None:
+            raise TrainError("--eval-trials needs a simulated task (transfer_cube or insertion): give --task, or "
+                             "train on episodes recorded on the simulated rig")
+        seconds = args.eval_seconds or max(float(e.t_s[-1]) for e in eps)
+        print(f"closed-loop: {args.eval_trials} trials of {task}, {seconds:.0f} s each", flush=True)
+        def trial(i, r) -> None:
+            outcome = f"success at {r.t_success_s:.1f} s" if r.success else "failure"
+            print(f"  trial {i + 1} (seed {r.seed}): {outcome}", flush=True)
+
+        res = evaluate_in_sim(policy, task, args.eval_trials, args.eval_seed, seconds, progress=trial)
+        report.success = res.to_dict()
+    print()
+    print("\n".join(report.summary_lines()))
+    if args.eval_trials <= 0:
+        print("(closed-loop success in the simulated world: add --eval-trials N)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_dict(), indent=1))
+        print(f"report: {args.json}")
+    if args.save is not None:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(policy.state(), args.save)
+        print(f"policy: {args.save}")
+    sys.stdout.flush()
+    return 0

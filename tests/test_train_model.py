@@ -1,0 +1,123 @@
+"""Quick-train on a small dataset recorded on the simulated rig: loss, determinism, held-out episodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One thread: on a busy 2-core machine two spinning OpenMP threads slow training down."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+from rig.train.data import EpisodeCache, action_chunks, build_samples  # noqa: E402
+from rig.train.pipeline import run_pipeline  # noqa: E402
+from rig.train.trainer import TrainConfig, evaluate, split_episodes, train_policy  # noqa: E402
+
+STEPS = 50
+
+
+@pytest.fixture(scope="module")
+def episodes(sim_dataset):
+    return EpisodeCache().load(sim_dataset)
+
+
+def test_reader_maps_frames_and_state_to_the_next_k_actions(episodes, sim_dataset):
+    from recorder import Dataset
+
+    assert [e.index for e in episodes] == Dataset(sim_dataset).indices()  # all four takes were kept
+    e = episodes[0]
+    assert set(e.frames) == {"top", "left_wrist", "right_wrist"}
+    assert e.frames["top"].shape[1:] == (60, 80, 3) and e.frames["top"].dtype == np.uint8
+    assert e.q.shape == e.action.shape == (e.ticks, 14)
+    # one sample per tick of time: a tick the loaded loop skipped repeats the row before it
+    ep = Dataset(sim_dataset).episode(e.index)
+    joints = ep.read_stream("joints")
+    assert e.ticks == joints["tick"][-1] - joints["tick"][0] + 1
+    assert e.t_s[-1] == pytest.approx((e.ticks - 1) / 50, abs=1e-6)
+    # each tick sees the latest frame at or before it, never one from the future
+    cam_t = ep.frame_times("top")["t_ns"]
+    rows = e.frame_of_tick["top"]
+    ok = rows >= 0
+    tick_t = e.t0_ns + np.round(e.t_s * 1e9).astype(np.int64)
+    assert ok.mean() > 0.9 and np.all(cam_t[rows[ok]] <= tick_t[ok])
+    r, tt = rows[ok], tick_t[ok]
+    nxt = r + 1 < len(cam_t)
+    assert np.all(cam_t[r[nxt] + 1] > tt[nxt])  # ...and the latest one
+    chunks = action_chunks(e.action, 20)
+    assert np.array_equal(chunks[5], e.action[5:25])
+    assert np.array_equal(chunks[-1], np.repeat(e.action[-1:], 20, axis=0))  # the arm holds past the end
+    s = build_samples(episodes, 20)
+    assert len(s) == sum(int(x.valid.sum()) for x in episodes)
+
+
+def test_validation_holds_out_whole_episodes():
+    train, val = split_episodes(range(10), seed=0)
+    assert len(val) == 2 and not set(train) & set(val) and sorted(train + val) == list(range(10))
+    # stable as episodes arrive: most earlier episodes keep their side
+    train2, val2 = split_episodes(range(12), seed=0)
+    assert len(set(val) & set(val2)) >= 1
+    assert len({tuple(split_episodes(range(10), seed=s)[1]) for s in range(6)}) > 1  # the seed picks them
+
+
+def test_loss_falls_well_below_predicting_the_mean_action(episodes):
+    cfg = TrainConfig(steps=STEPS, seed=0)
+    report, policy = run_pipeline("sim", cfg=cfg, curve=False, episodes=episodes)
+    v = report.val
+    assert set(report.val_episodes).isdisjoint(report.train_episodes)
+    assert v["loss"] < 0.25 * v["mean_action_loss"], v
+    assert v["joint_error"] < 0.25 * v["baseline_joint_error"], v
+    first, last = policy.losses[0][1], policy.losses[-1][1]
+    assert last < 0.85 * first, policy.losses  # it learned, not only the offset parametrisation
+    assert set(v["per_joint"]) == {f"{side}_{j}_deg" for side in ("left", "right") for j in
+                                   ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")} | {
+        "left_gripper_pct", "right_gripper_pct"}
+    assert all(np.isfinite(x) and x >= 0 for x in v["per_joint"].values())
+
+
+def test_training_is_deterministic_from_a_seed(episodes):
+    train = episodes[:2]
+    val = build_samples(episodes[2:], 20)
+    mean = np.concatenate([e.action for e in train]).mean(0)
+    runs = [train_policy(train, TrainConfig(steps=15, seed=s)) for s in (3, 3, 4)]
+    errs = [evaluate(p, val, mean).per_joint for p in runs]
+    assert errs[0] == errs[1]
+    w = [p.model.state_dict() for p in runs]
+    assert all(np.array_equal(w[0][k].numpy(), w[1][k].numpy()) for k in w[0])
+    assert errs[0] != errs[2]
+
+
+def test_a_policy_predicts_a_chunk_from_one_observation(episodes):
+    p = train_policy(episodes[:1], TrainConfig(steps=3))
+    e = episodes[0]
+    t = int(np.flatnonzero(e.valid)[10])
+    imgs = np.stack([e.frames[c][e.frame_of_tick[c][t]] for c in p.cfg.cameras])
+    chunk = p.predict_chunk(imgs, e.q[t], e.dq[t])
+    assert chunk.shape == (20, 14) and np.all(np.isfinite(chunk))
+    # and it can be saved and loaded
+    from rig.train.trainer import TrainedPolicy
+
+    again = TrainedPolicy.from_state(p.state())
+    assert np.allclose(again.predict_chunk(imgs, e.q[t], e.dq[t]), chunk, atol=1e-5)
+
+
+def test_random_shift_moves_whole_images_and_replicates_edges():
+    import torch
+
+    from rig.train.trainer import _shift
+
+    imgs = torch.arange(2 * 3 * 5 * 4, dtype=torch.int64).reshape(1, 2, 3, 5, 4).repeat(2, 1, 1, 1, 1)
+    out = _shift(imgs, np.array([0, 2]), np.array([0, -1]))
+    assert torch.equal(out[0], imgs[0])  # no shift
+    # sample 1: content moved up by 2 rows and right by 1 column, the edges repeated
+    assert torch.equal(out[1, :, :, :3, 1:], imgs[1, :, :, 2:, :3])
+    assert torch.equal(out[1, :, :, 3:, 1:], imgs[1, :, :, 4:5, :3].expand(-1, -1, 2, -1))
+    assert torch.equal(out[1, :, :, :3, 0], imgs[1, :, :, 2:, 0])
