@@ -51,3 +51,15 @@ def sim_dataset(tmp_path_factory) -> Path:
                          timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Training tests run torch on one thread: on a busy 2-core machine two spinning OpenMP threads
+    slow training down. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

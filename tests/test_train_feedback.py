@@ -11,15 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a busy 2-core machine two spinning OpenMP threads slow training down."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from rig.train.data import EpisodeCache, build_samples  # noqa: E402
 from rig.train.feedback import Trend, fit_trend, idle_stretches, projection, score_episodes  # noqa: E402

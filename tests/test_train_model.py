@@ -8,15 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a busy 2-core machine two spinning OpenMP threads slow training down."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from rig.train.data import EpisodeCache, action_chunks, build_samples  # noqa: E402
 from rig.train.pipeline import run_pipeline  # noqa: E402

@@ -16,15 +16,7 @@ import pytest
 pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a busy 2-core machine two spinning OpenMP threads slow training down."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from recorder import Dataset  # noqa: E402
 from rig.train.background import BackgroundTrainer  # noqa: E402

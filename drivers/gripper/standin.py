@@ -37,6 +37,20 @@ def build_host_firmware() -> Path:
     return HOST_BINARY
 
 
+def _end_process(proc: subprocess.Popen) -> None:
+    """Terminate a stand-in (kill it if it will not go) and close its pipes."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 class HostGripperStandIn:
     """Start/stop the host firmware and script it.
 
@@ -116,16 +130,7 @@ class HostGripperStandIn:
 
     def stop(self) -> None:
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            for stream in (self._proc.stdout, self._proc.stderr):
-                if stream is not None:
-                    stream.close()
+            _end_process(self._proc)
             self._proc = None
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -182,15 +187,7 @@ class QemuGripperStandIn:
 
     def stop(self) -> None:
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
+            _end_process(self._proc)
             self._proc = None
 
     def __enter__(self) -> QemuGripperStandIn:
