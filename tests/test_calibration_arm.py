@@ -200,13 +200,19 @@ def test_round_trip_recovers_offsets_and_directions_and_is_picked_up(tmp_path, e
         leader.close()
 
 
-def test_wrong_arm_file_is_refused_naming_both(tmp_path, emulated):
+def calibrated_leader(tmp_path, emulated):
+    """An emulated leader calibrated once through the guided procedure: (bus, config, stored file)."""
     bus = leader_bus(emulated)
     model = ArmModel(bus, [1, 2, 4], mount=[2048, 2048, 2048], turn=[1, 1, 1], gripper_id=5, shadows={2: 3})
     cfg = load(tmp_path, arm_toml(bus.port))
     with ArmCalibrator(cfg.arm("arm"), bus.port) as cal:
         run_procedure(cal, model, [-1, -1, -1], [1, 1, 1], 2300, 1700)
         stored = cal.finish()
+    return bus, cfg, stored
+
+
+def test_wrong_arm_file_is_refused_naming_both(tmp_path, emulated):
+    bus, cfg, stored = calibrated_leader(tmp_path, emulated)
 
     # Another arm under the same name: servo 4 is another model.
     other = load(tmp_path, arm_toml(bus.port, models=("xm430-w350", "xm430-w350", "xm540-w270")), "other.toml")
@@ -224,12 +230,7 @@ def test_wrong_arm_file_is_refused_naming_both(tmp_path, emulated):
 
 
 def test_connected_arm_checked_after_open(tmp_path, emulated):
-    bus = leader_bus(emulated)
-    model = ArmModel(bus, [1, 2, 4], mount=[2048, 2048, 2048], turn=[1, 1, 1], gripper_id=5, shadows={2: 3})
-    cfg = load(tmp_path, arm_toml(bus.port))
-    with ArmCalibrator(cfg.arm("arm"), bus.port) as cal:
-        run_procedure(cal, model, [-1, -1, -1], [1, 1, 1], 2300, 1700)
-        cal.finish()
+    bus, cfg, _ = calibrated_leader(tmp_path, emulated)
     # Someone rewrote a homing offset since (another tool, a factory reset): the zeros no longer hold.
     bus.servo(4).set("homing_offset", 512)
     leader = Leader(cfg.arm("arm"), bus.port, timeout_margin_ms=100).open()
@@ -361,12 +362,7 @@ def test_direction_step_names_joints_that_did_not_move():
 
 
 def test_newer_file_version_is_refused(tmp_path, emulated):
-    bus = leader_bus(emulated)
-    model = ArmModel(bus, [1, 2, 4], mount=[2048, 2048, 2048], turn=[1, 1, 1], gripper_id=5, shadows={2: 3})
-    cfg = load(tmp_path, arm_toml(bus.port))
-    with ArmCalibrator(cfg.arm("arm"), bus.port) as cal:
-        run_procedure(cal, model, [-1, -1, -1], [1, 1, 1], 2300, 1700)
-        stored = cal.finish()
+    bus, cfg, stored = calibrated_leader(tmp_path, emulated)
     data = read_toml(stored.path)
     data["version"] = 99
     write_toml(stored.path, data)
