@@ -5,10 +5,11 @@
 1. Stop key to first replay frame: the app (Textual, headless, 160x48) records takes; for each
    the time from the stop key to the replay screen first drawing a camera frame read back from
    disk, and the part of it spent saving (TakeRecorder.end). Goal: <= 1 s.
-2. UI cost while recording: the same takes recorded with the app and without it (the Collector
-   alone), alternating A/B runs. Per take, the teleop loop's period error (tick start minus its
-   deadline, read back from the episode) p50/p99, its overruns, and the process CPU per second.
-   Goal: p99 unchanged within noise.
+2. UI cost while recording: the same takes recorded with the app (as `rig collect` runs: the rig
+   in its engine process, the app in this one) and without it (the Collector alone in this
+   process, as `rig record` runs), alternating A/B runs. Per take, the teleop loop's period error
+   (tick start minus its deadline, read back from the episode) p50/p99, its overruns, and the CPU
+   per second of the rig's process and of the app's. Goal: p99 unchanged within noise.
 
 Headless Textual composes every frame like a terminal would but skips writing the bytes out.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +34,16 @@ if str(ROOT) not in sys.path:
 
 from recorder import Dataset  # noqa: E402
 from rig.tui.controller import CollectOptions, Collector, State  # noqa: E402
+from rig.tui.engine import CollectorProcess  # noqa: E402
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of another process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
 def take_figures(dataset: Path, index: int) -> dict:
@@ -65,14 +77,14 @@ def run_without_ui(dataset: Path, seconds: float, takes: int) -> list[dict]:
         for _ in range(takes):
             wait(ready, 120)
             c.toggle()
-            wait(lambda: c.state == State.RECORDING and c._t_begin > 0, 10)
+            wait(lambda: c.state == State.RECORDING and c.recording, 10)
             cpu0, t0 = time.process_time(), time.monotonic()
             time.sleep(seconds)
             cpu = (time.process_time() - cpu0) / (time.monotonic() - t0)
             c.toggle()
             wait(lambda: c.state == State.REVIEW, 10)
             fig = take_figures(dataset, c.last.index)
-            out.append({"ui": False, "cpu_per_s": cpu, "stop_to_saved_ms": (c.t_saved_ns - c.t_stop_ns) / 1e6, **fig})
+            out.append({"ui": False, "cpu_per_s": cpu, "app_cpu_per_s": 0.0, "stop_to_saved_ms": (c.t_saved_ns - c.t_stop_ns) / 1e6, **fig})
             c.keep()
     finally:
         c.close()
@@ -82,7 +94,8 @@ def run_without_ui(dataset: Path, seconds: float, takes: int) -> list[dict]:
 async def _run_with_ui(dataset: Path, seconds: float, takes: int) -> list[dict]:
     from rig.tui.app import CollectorApp
 
-    c = Collector(CollectOptions(dataset=dataset, seconds=0, reset_seconds=0.2, train=False))
+    c = CollectorProcess(CollectOptions(dataset=dataset, seconds=0, reset_seconds=0.2, train=False),
+                         log_path=dataset.with_suffix(".log"))
     app = CollectorApp(c, train=False)
     out = []
 
@@ -101,14 +114,15 @@ async def _run_with_ui(dataset: Path, seconds: float, takes: int) -> list[dict]:
             for _ in range(takes):
                 await until(lambda: c.state == State.READY and app.screen is app.live, 120)
                 await pilot.press("space")
-                await until(lambda: c.state == State.RECORDING and c._t_begin > 0, 10)
-                cpu0, t0 = time.process_time(), time.monotonic()
+                await until(lambda: c.state == State.RECORDING and c.recording, 10)
+                cpu0, rig0, t0 = time.process_time(), proc_cpu_s(c.process.pid), time.monotonic()
                 await asyncio.sleep(seconds)
-                cpu = (time.process_time() - cpu0) / (time.monotonic() - t0)
+                dt = time.monotonic() - t0
+                cpu, app_cpu = (proc_cpu_s(c.process.pid) - rig0) / dt, (time.process_time() - cpu0) / dt
                 await pilot.press("space")
                 await until(lambda: app.replay_first_frame_ns > 0 and c.t_saved_ns > c.t_stop_ns, 10)
                 fig = take_figures(dataset, c.last.index)
-                out.append({"ui": True, "cpu_per_s": cpu,
+                out.append({"ui": True, "cpu_per_s": cpu, "app_cpu_per_s": app_cpu,
                             "stop_to_saved_ms": (c.t_saved_ns - c.t_stop_ns) / 1e6,
                             "stop_to_frame_ms": (app.replay_first_frame_ns - c.t_stop_ns) / 1e6, **fig})
                 await asyncio.sleep(0.5)
@@ -155,10 +169,10 @@ def main() -> int:
     print(f"stop key -> first replay frame: median {statistics.median(frames):.0f} ms, max {max(frames):.0f} ms "
           f"(of which saving: median {med('stop_to_saved_ms', True):.0f} ms)")
     print("loop period error during takes (median over takes):")
-    print(f"  {'':10s} {'p50 ms':>8s} {'p99 ms':>8s} {'overruns':>9s} {'CPU s/s':>8s}")
+    print(f"  {'':10s} {'p50 ms':>8s} {'p99 ms':>8s} {'overruns':>9s} {'rig CPU':>8s} {'app CPU':>8s}")
     for ui in (False, True):
         print(f"  {'with UI' if ui else 'no UI':10s} {med('p50_ms', ui):8.3f} {med('p99_ms', ui):8.3f} "
-              f"{med('overruns', ui):9.1f} {med('cpu_per_s', ui):8.2f}")
+              f"{med('overruns', ui):9.1f} {med('cpu_per_s', ui):8.2f} {med('app_cpu_per_s', ui):8.2f}")
     if faults:
         print(f"{len(faults)} run(s) faulted and were repeated (a loaded machine starves the simulated buses)")
     if args.json:

@@ -185,7 +185,7 @@ class Teleop:
         self.t0_ns = 0
         self._engage_from_ns = 0
         self._replay: np.ndarray | None = None
-        self._replay_i = 0
+        self.replay_tick = 0
         self.engaged = False
 
     # ---- setup and teardown ------------------------------------------------------------------
@@ -304,10 +304,10 @@ class Teleop:
         source = self.leader_q
         replay = self._replay
         if replay is not None:
-            i = self._replay_i
+            i = self.replay_tick
             if i < len(replay):
                 source = replay[i]
-                self._replay_i = i + 1
+                self.replay_tick = i + 1
             else:
                 self._replay = None
                 self.reengage()
@@ -364,7 +364,7 @@ class Teleop:
             raise RigError(f"replay needs actions of shape (T, {self.n}); got {actions.shape}")
         self.start_pose[:] = self.target
         self._engage_from_ns = time.monotonic_ns()
-        self._replay_i = 0
+        self.replay_tick = 0
         self._replay = actions
 
     @property

@@ -1,13 +1,17 @@
 """The collector's app driven by Textual's Pilot on the real simulated rig: a full take, replay,
 keep, discard, relabel and a safe quit; then a bus fault and a camera fault.
 
-Assertions are on the dataset on disk and on the text the screen shows.
+The app runs as `rig collect` runs it: the rig in its engine process, the app in this one.
+Faults are drilled in the simulated world (a bus unplugged, a camera that stops delivering), so
+the driver, the loop and the engine meet them as they would on hardware. Assertions are on the
+dataset on disk and on the text the screen shows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +19,9 @@ pytest.importorskip("mujoco")
 pytest.importorskip("textual")
 
 from recorder import Dataset  # noqa: E402
-from rig.teleop import TeleopFault  # noqa: E402
 from rig.tui.app import CollectorApp  # noqa: E402
-from rig.tui.controller import CollectOptions, Collector, State  # noqa: E402
+from rig.tui.controller import CollectOptions, State  # noqa: E402
+from rig.tui.engine import CollectorProcess  # noqa: E402
 from rig.tui.episodes import ConfirmScreen, EpisodesScreen  # noqa: E402
 from rig.tui.replay import ReplayScreen  # noqa: E402
 
@@ -58,10 +62,10 @@ def assert_followers_released(report: dict[str, str]) -> None:
         assert outcome == "torque off" or outcome.startswith("unreachable ("), (name, outcome)
 
 
-def make_app(tmp_path, **kw) -> tuple[CollectorApp, Collector]:
+def make_app(tmp_path, **kw) -> tuple[CollectorApp, CollectorProcess]:
     opts = CollectOptions(dataset=tmp_path / "takes.zarr", seconds=kw.pop("seconds", 30.0), reset_seconds=0.2,
                           train=False, **kw)
-    collector = Collector(opts)
+    collector = CollectorProcess(opts, log_path=tmp_path / "engine.log")
     return CollectorApp(collector, train=False), collector
 
 
@@ -85,7 +89,7 @@ async def _full_take(tmp_path):
 
             # Take 0: space starts, space stops; the replay opens on its own.
             await pilot.press("space")
-            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.takes.recording, 10,
+            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.recording, 10,
                         "RECORDING")
             await pilot.pause(1.5)
             assert "RECORDING" in screen_text(app) and "recording take 0" in screen_text(app)
@@ -113,7 +117,7 @@ async def _full_take(tmp_path):
 
             # a: the followers replay the recorded actions (the banner says so).
             await pilot.press("a")
-            await until(pilot, lambda: c.session.teleop._replay_i > 0, 5, "the replay on the arms")
+            await until(pilot, lambda: c.replay_tick > 0, 5, "the replay on the arms")
             assert "replaying episode 0's actions on the followers" in screen_text(app)
 
             # Relabel the take, then keep it: back to the live screen, READY for take 1.
@@ -167,19 +171,21 @@ async def _bus_fault(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: c.state == State.READY, START_TIMEOUT, "READY")
             await pilot.press("space")
-            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.takes.recording, 10,
+            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.recording, 10,
                         "RECORDING")
             await pilot.pause(1.0)
-            # What the loop does when a bus dies mid-take (PortLost, repeated misses, an alert).
-            c.session.teleop.fault = TeleopFault("arm right_follower: /dev/ttyDXL_right: the port went away")
-            await until(pilot, lambda: c.state == State.FAULT, 5, "FAULT", after_fault=True)
-            await until(pilot, lambda: c.session.teleop is None, 10, "the followers' safe stop", after_fault=True)
+            # The right follower's USB cable is pulled mid-take: its port vanishes under the driver.
+            c.drill("unplug", "right_follower")
+            await until(pilot, lambda: c.state == State.FAULT, 10, "FAULT", after_fault=True)
+            await until(pilot, lambda: not c.teleop_running, 10, "the followers' safe stop", after_fault=True)
             await until(pilot, lambda: Dataset(tmp_path / "takes.zarr").info(0).status == "recovered", 10,
                         "the take saved", after_fault=True)
             text = flat(screen_text(app))
-            assert "FAULT" in text and "right_follower" in text and "the port went away" in text
+            assert "FAULT" in text and "right_follower" in text and "the port vanished" in text, text
             assert "check the arm's power and cable" in text
-            assert_followers_released(c.shutdown_report)
+            report = c.shutdown_report
+            assert_followers_released(report)
+            assert report["left_follower"] == "torque off"  # the follower still on its bus let go
             info = Dataset(tmp_path / "takes.zarr").info(0)
             assert info.status == "recovered" and "fault" in (info.note or ""), Dataset(tmp_path / "takes.zarr").episode(0).attrs
             assert info.stream_counts["joints"] > 5  # saved up to the fault
@@ -194,27 +200,30 @@ async def _bus_fault(tmp_path):
 
 
 async def _camera_fault(tmp_path):
-    from drivers.cameras.base import CameraDisconnected
-
     app, c = make_app(tmp_path)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: c.state == State.READY, START_TIMEOUT, "READY")
             await pilot.press("space")
-            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.takes.recording, 10,
+            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.recording, 10,
                         "RECORDING")
             await pilot.pause(1.0)
-            # The camera's own capture thread reports an unplugged device this way.
-            c.session.cameras["left_wrist"]._set_fault(CameraDisconnected(
-                "camera 'left_wrist': device gone; check the device connection and restart the camera"))
-            await until(pilot, lambda: c.state == State.FAULT, 5, "FAULT", after_fault=True)
+            # The wrist camera stops delivering (a starved USB hub): its watchdog calls it frozen,
+            # and once that lasts the app calls it a fault.
+            c.drill("set_camera_delay", "left_wrist", 3600.0)
+            await until(pilot, lambda: c.state == State.FAULT, 15, "FAULT", after_fault=True)
             await until(pilot, lambda: Dataset(tmp_path / "takes.zarr").info(0).status == "recovered", 10,
                         "the take saved", after_fault=True)
             text = flat(screen_text(app))
-            assert "FAULT" in text and "camera left_wrist" in text and "device gone" in text
-            assert c.session.teleop is not None and c.session.teleop.fault is None  # the loop keeps the arms
+            assert "FAULT" in text and "camera left_wrist" in text and "froze" in text, text
+            assert c.teleop_running  # the loop keeps the arms: a camera fault needs no safe stop
             info = Dataset(tmp_path / "takes.zarr").info(0)
             assert info.status == "recovered" and info.camera_counts["top"] > 5
+            # It streams again: the fault clears and the next take can start.
+            c.drill("set_camera_delay", "left_wrist", 0.0)
+            await until(pilot, lambda: c.state == State.READY, 15, "READY again", after_fault=True)
+            await until(pilot, lambda: "streaming again" in flat(screen_text(app)), 5, "the all-clear",
+                        after_fault=True)
             await pilot.press("q")
             await until(pilot, lambda: c.state == State.CLOSED, 30, "CLOSED", after_fault=True)
     finally:
@@ -231,17 +240,17 @@ def test_a_bus_fault_saves_the_take_stops_the_followers_and_keeps_the_app_respon
     asyncio.run(_bus_fault(tmp_path))
 
 
-def test_a_camera_that_disconnects_shows_a_fault_naming_it(tmp_path):
+def test_a_camera_that_stops_delivering_shows_a_fault_naming_it_until_it_streams_again(tmp_path):
     asyncio.run(_camera_fault(tmp_path))
 
 
-async def _ui_crash(tmp_path) -> Collector:
+async def _ui_crash(tmp_path) -> CollectorProcess:
     app, c = make_app(tmp_path)
     with pytest.raises(ZeroDivisionError):
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: c.state == State.READY, START_TIMEOUT, "READY")
             await pilot.press("space")
-            await until(pilot, lambda: c.state == State.RECORDING and c.takes.recording, 10, "RECORDING")
+            await until(pilot, lambda: c.state == State.RECORDING and c.recording, 10, "RECORDING")
             await pilot.pause(0.5)
             app.call_later(lambda: 1 / 0)  # a bug in the UI: Textual tears the app down
             await pilot.pause(0.5)
@@ -250,12 +259,70 @@ async def _ui_crash(tmp_path) -> Collector:
 
 def test_a_crash_of_the_ui_loses_no_recording_and_releases_the_followers(tmp_path):
     c = asyncio.run(_ui_crash(tmp_path))
-    # The UI is gone; the loop and the recorder run on their own threads until `rig collect`'s
-    # finally closes the collector, which saves the take and stops the followers.
-    assert c.takes.recording and c.session.teleop is not None
+    # The UI is gone; the engine records on until `rig collect`'s finally closes it, which saves
+    # the take and stops the followers.
+    assert c.refresh().recording and c.teleop_running
     time.sleep(1.0)
     report = c.close()
     assert_followers_released(report)
     info = Dataset(tmp_path / "takes.zarr").info(0)
     assert info.status == "complete" and info.note == "the session ended during this take"
     assert info.duration_s > 1.4  # recorded on past the crash, up to the close
+
+
+def test_when_the_app_process_dies_the_engine_saves_the_take_and_releases_the_followers(tmp_path):
+    """`kill -9` of the app: nothing in it runs, the engine sees its pipe close and shuts down."""
+    script = tmp_path / "app.py"
+    script.write_text(f"""
+import os, sys, time
+from pathlib import Path
+from rig.tui.controller import CollectOptions, State
+from rig.tui.engine import CollectorProcess
+
+if __name__ == "__main__":
+    c = CollectorProcess(CollectOptions(dataset=Path({str(tmp_path / "takes.zarr")!r}), seconds=0, train=False),
+                         log_path=Path({str(tmp_path / "engine.log")!r}))
+    c.open()
+    end = time.monotonic() + {START_TIMEOUT}
+    while c.refresh().state != State.READY and time.monotonic() < end:
+        time.sleep(0.1)
+    c.toggle()
+    while not c.refresh().recording and time.monotonic() < end:
+        time.sleep(0.1)
+    print(c.process.pid, flush=True)
+    time.sleep(1.5)
+    os.kill(os.getpid(), 9)
+""")
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=150, env=env)
+    assert out.returncode == -9, out.stderr
+    engine_pid = int(out.stdout.split()[0])
+    end = time.monotonic() + 60
+    while _alive(engine_pid) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert not _alive(engine_pid), "the engine outlived its app"
+    info = Dataset(tmp_path / "takes.zarr").info(0)
+    assert info.status == "complete" and info.note == "the session ended during this take"
+    assert info.duration_s > 1.0
+    log = (tmp_path / "engine.log").read_text()
+    assert "rig engine closed: followers" in log and "left_follower': 'torque off'" in log, log
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) is as good as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

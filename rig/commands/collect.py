@@ -38,7 +38,8 @@ def _interrupt(*_):
 
 
 def run(args) -> int:
-    from rig.tui.controller import CollectOptions, Collector  # textual and friends: only for this command
+    from rig.tui.controller import CollectOptions  # textual and friends: only for this command
+    from rig.tui.engine import CollectorProcess
 
     if args.seconds < 0:
         print("rig: --seconds must be >= 0", file=sys.stderr)
@@ -46,7 +47,7 @@ def run(args) -> int:
     options = CollectOptions(config=args.config, dataset=args.dataset, task=args.task, seconds=args.seconds,
                              reset_seconds=args.reset_seconds, operator=args.operator, seed=args.seed,
                              train=args.train if args.train is not None else train_default())
-    collector = Collector(options)
+    collector = CollectorProcess(options)  # the rig runs in its own process; this one draws the app
     # A kill or a closed terminal unwinds like Ctrl-C, through the finally below.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
@@ -59,7 +60,7 @@ def run(args) -> int:
         report = collector.close()
     if collector.fault:
         print(f"rig: {collector.fault}", file=sys.stderr)
-    kept = collector._kept_count
+    kept = collector.kept
     print(f"rig: session closed; followers: {', '.join(f'{k} {v}' for k, v in report.items()) or 'not opened'}; "
           f"{kept} episode(s) kept in {options.dataset}")
     return 2 if collector.fault else 0

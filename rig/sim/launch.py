@@ -96,6 +96,10 @@ class WorldHandle:
         """Frames of ``camera`` appear (and are stamped) ``seconds`` after the moment they show."""
         self._call("set_camera_delay", camera, seconds)
 
+    def unplug(self, arm: str) -> None:
+        """Fault drill: arm ``arm``'s emulated bus goes away under the host (a pulled USB cable)."""
+        self._call("unplug", arm)
+
     def stats(self) -> dict:
         """Real-time factor, overruns, frames rendered and render time per camera."""
         return self._call("stats")

@@ -439,6 +439,12 @@ class World:
                 raise ValueError("this world has no cameras")
             self.cameras.set_delay(cam, seconds)
             return None
+        if op == "unplug":
+            (name,) = args
+            if name not in self.arms:
+                raise ValueError(f"no arm {name!r}; the world has {', '.join(self.arms)}")
+            self.arms[name].bus.unplug()  # the host sees its port go away, as when a cable is pulled
+            return None
         if op == "stats":
             out = dict(self.stats)
             if self.cameras is not None:

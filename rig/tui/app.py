@@ -1,9 +1,11 @@
 """The collector's app: the live screen, instant replay after every take, the episode list.
 
-The control loop runs on its own thread (RigSession.start); this app only reads snapshots on
-timers (5 Hz state, 4 Hz previews, 1 Hz health) and hands key presses to the Collector, whose
-worker thread does anything that blocks. A slow or crashed UI never stops a recording: the
-recorder's own threads write it, and `rig collect` closes the rig in a finally.
+`rig collect` runs the rig (world, buses, control loop, cameras, recorder) in an engine process
+(rig.tui.engine): Textual's frame composing never shares a GIL with the loop. This app only reads
+snapshots on timers (4 Hz state and previews, 1 Hz health) and hands key presses to the
+collector, whose worker does anything that blocks. A slow or crashed UI never stops a recording:
+the engine polls itself, and when the app goes away it saves the take and stops the followers.
+The app also runs on an in-process Collector (same interface), as the engine itself does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from textual.widgets import Footer, Static
 
 from rig.recording import TakeResult
 from rig.tui.controller import Collector, State
+from rig.tui.engine import CollectorProcess
 from rig.tui.episodes import ConfirmScreen, EpisodesScreen
 from rig.tui.replay import ReplayScreen
 from rig.tui.train import TrainPanel
@@ -48,7 +51,7 @@ class LiveScreen(Screen):
     LiveScreen TakePanel { height: auto; border: round $primary; }
     """
 
-    def __init__(self, collector: Collector, train: TrainPanel):
+    def __init__(self, collector: Collector | CollectorProcess, train: TrainPanel):
         super().__init__()
         self.collector = collector
         self.train = train
@@ -75,8 +78,10 @@ class LiveScreen(Screen):
     def update_previews(self) -> None:
         if not self.is_current:
             return
-        for tile in self.query(CameraTile):
-            tile.show_frame(self.collector.latest_frame(tile.camera))
+        tiles = list(self.query(CameraTile))
+        frames = self.collector.latest_frames([t.camera for t in tiles])  # one request for all
+        for tile in tiles:
+            tile.show_frame(frames.get(tile.camera))
 
     def update_health(self) -> None:
         if not self.is_current:
@@ -100,7 +105,8 @@ class LiveScreen(Screen):
 
 
 class CollectorApp(App):
-    """``rig collect``. Build with a Collector that is not opened yet; the app opens it."""
+    """``rig collect``. Build with a collector (a CollectorProcess, or a Collector in this process)
+    that is not opened yet; the app opens it."""
 
     TITLE = "rig"
     AUTO_FOCUS = None
@@ -130,7 +136,7 @@ class CollectorApp(App):
             super().__init__()
             self.text = text
 
-    def __init__(self, collector: Collector, *, train: bool = False, dataset_path=None):
+    def __init__(self, collector: Collector | CollectorProcess, *, train: bool = False, dataset_path=None):
         super().__init__()
         self.collector = collector
         self.train_panel = TrainPanel(dataset_path or collector.options.dataset, collector.options.task, train,
@@ -264,7 +270,7 @@ class CollectorApp(App):
         try:
             from rig.tui.calibration import CalibrationScreen
             params = inspect.signature(CalibrationScreen).parameters
-            offer = {"collector": self.collector, "session": self.collector.session, "config": self.collector.config}
+            offer = {"collector": self.collector, "rig_busy": self.collector.rig_busy, "config": self.collector.config}
             self.push_screen(CalibrationScreen(**{k: v for k, v in offer.items() if k in params}))
         except Exception as exc:
             self.notify(f"calibration unavailable: {type(exc).__name__}: {exc}", severity="error")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from textual.app import ComposeResult
@@ -47,14 +48,14 @@ class CalibrationScreen(Screen):
     CalibrationScreen #cal-motors.shown { display: block; }
     """
 
-    def __init__(self, config: Any = None, session: Any = None, directory: Any = None):
+    def __init__(self, config: Any = None, rig_busy: Callable[[], bool] | None = None, directory: Any = None):
         super().__init__()
         if config is None:
             from rig.config import load_config
 
             config = load_config()
         self.config = config
-        self.session = session
+        self.rig_busy = rig_busy  # the collector's rig holds the arms' ports while it runs
         self.directory = directory
         self.calibrator = None
         self.world = None
@@ -112,8 +113,7 @@ class CalibrationScreen(Screen):
             self.query_one("#cal-log", Static).update("\n".join(self.messages))
 
     def _rig_busy(self) -> bool:
-        s = self.session
-        return s is not None and getattr(s, "teleop", None) is not None
+        return self.rig_busy is not None and self.rig_busy()
 
     # ---- menu ----------------------------------------------------------------------------------
 

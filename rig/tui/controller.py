@@ -359,6 +359,33 @@ class Collector:
         data = frame.data
         return data[..., ::-1] if frame.encoding.startswith("bgr") else data
 
+    def latest_frames(self, cameras: list[str]) -> dict[str, np.ndarray | None]:
+        return {name: self.latest_frame(name) for name in cameras}
+
+    @property
+    def kept(self) -> int:
+        """Episodes in the dataset not discarded."""
+        return self._kept_count
+
+    @property
+    def recording(self) -> bool:
+        """A take is being written."""
+        return self.takes is not None and self.takes.recording
+
+    @property
+    def teleop_running(self) -> bool:
+        """The loop holds the followers (False after a safe stop)."""
+        return self.session is not None and self.session.teleop is not None
+
+    def rig_busy(self) -> bool:
+        return self.teleop_running
+
+    @property
+    def replay_tick(self) -> int:
+        """Recorded actions replayed on the followers so far."""
+        teleop = self.session.teleop if self.session is not None else None
+        return teleop.replay_tick if teleop is not None else 0
+
     def camera_names(self) -> list[str]:
         return [c.name for c in self.config.cameras] if self.options.cameras else []
 

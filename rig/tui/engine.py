@@ -1,0 +1,429 @@
+"""The rig in its own process: the collector's app drives it from outside.
+
+Textual composing a frame holds the GIL for milliseconds; in one process that delayed the
+control loop's ticks (p99 period error 1.2 -> 3.5 ms). So the app starts an *engine* process
+that owns the Collector (world, buses, loop, cameras, recorder) and talks to it over a pipe:
+
+- requests ``(id, op, args)`` -> replies ``("reply", id, ok, value, view)``: an action is queued
+  on the collector's worker and answered at once; every reply carries a fresh ``EngineView``;
+- events ``("event", kind, payload, view)``: a take was saved, an error to show;
+- camera previews come down-scaled (a few tens of kB per frame), never full frames.
+
+The engine polls its own collector (target length, faults) at 10 Hz, so a slow or frozen app
+changes nothing for the take. When the app goes away for any reason (q, a crash, a kill), the
+pipe closes and the engine saves the take in progress and stops the followers before it exits.
+``CollectorProcess`` has the Collector's interface, so the app runs on either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drivers.errors import RigError
+from recorder import Dataset
+from rig.config import RigConfig, load_config
+from rig.recording import TakeResult
+from rig.tui.controller import CollectOptions, Collector, Snapshot, State
+
+POLL_S = 0.1  # the engine advances its own timed states and fault checks this often
+CALL_TIMEOUT_S = 15.0  # an action is only queued: a reply this late means the engine is stuck
+CLOSE_TIMEOUT_S = 90.0  # a safe shutdown saves the take and stops the arms (slow on a loaded machine)
+START_TIMEOUT_S = 60.0  # the process imports numpy, zarr, MuJoCo's bindings ...
+PREVIEW_WIDTH = 160  # preview frames are strided down to at most this many pixels across
+WORLD_DRILLS = ("unplug", "set_camera_delay")  # fault drills the engine passes on to a simulated world
+
+
+class EngineError(RigError):
+    pass
+
+
+@dataclass
+class EngineView:
+    """The collector's small state, sent with every reply (the app reads it between snapshots)."""
+
+    state: State
+    message: str
+    episode: int | None
+    last: TakeResult | None
+    fault: str | None
+    kept: int
+    t_stop_ns: int
+    t_saved_ns: int
+    recording: bool
+    teleop_running: bool
+    replay_tick: int
+    history: list[tuple[float, str, str]]
+    shutdown_report: dict[str, str]
+    notices: list[str] = field(default_factory=list)
+
+
+# ---- the engine process ----------------------------------------------------------------------
+
+
+def _view(c: Collector, notices: bool = False) -> EngineView:
+    news: list[str] = []
+    if notices and c.notices:
+        news, c.notices[:] = list(c.notices), []
+    with c._lock:  # the worker appends to the history under it
+        history = list(c.history)
+    return EngineView(c.state, c.message, c.episode, c.last, c.fault, c.kept, c.t_stop_ns, c.t_saved_ns,
+                      c.recording, c.teleop_running, c.replay_tick, history, dict(c.shutdown_report), news)
+
+
+def _preview(image: np.ndarray | None, width: int) -> np.ndarray | None:
+    if image is None:
+        return None
+    step = max(1, -(-image.shape[1] // width))  # ceil: at most `width` pixels across
+    return np.ascontiguousarray(image[::step, ::step])
+
+
+def _snapshot(c: Collector) -> Snapshot:
+    snap = c.snapshot()
+    # Faults are exceptions of the driver's own types: send their text, which is what the app shows.
+    snap.cameras = [replace(v, fault=None if v.fault is None else str(v.fault)) for v in snap.cameras]
+    return snap
+
+
+def _world_drill(c: Collector, op: str, args: tuple) -> Any:
+    world = c.session.world if c.session is not None else None
+    if world is None:
+        raise EngineError("fault drills need the simulated world; this rig has none")
+    if op not in WORLD_DRILLS:
+        raise EngineError(f"unknown drill {op!r}; known: {', '.join(WORLD_DRILLS)}")
+    return getattr(world, op)(*args)
+
+
+def _dispatch(c: Collector, op: str, args: tuple) -> Any:
+    if op == "open":
+        c.open()
+        return None
+    if op in ("toggle", "keep", "rerecord", "discard", "label", "replay_actions"):
+        return getattr(c, op)(*args) is not None  # accepted (queued) or not
+    if op == "snapshot":
+        return _snapshot(c)
+    if op == "previews":
+        names, width = args
+        return {n: _preview(c.latest_frame(n), width) for n in names}
+    if op == "view":
+        return None
+    if op == "close":
+        return c.close()
+    if op == "drill":
+        return _world_drill(c, args[0], tuple(args[1:]))
+    raise EngineError(f"unknown engine request {op!r}")
+
+
+def _quiet(log_path: str | None) -> None:
+    """The app owns the terminal: the engine's (and its world's) output goes to a log file."""
+    if log_path is None:
+        return
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, f"--- rig engine pid {os.getpid()} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
+
+
+def _terminate(*_: Any) -> None:
+    raise SystemExit(0)
+
+
+def engine_main(conn: Any, options: CollectOptions, log_path: str | None) -> None:
+    """Entry point of the engine process (spawned): serve the app until it closes or goes away."""
+    _quiet(log_path)
+    # Ctrl-C and a closed terminal reach the whole process group: the app decides, then closes
+    # us over the pipe (or the pipe breaks). A plain kill still shuts the rig down safely.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminate)
+    send_lock = threading.Lock()
+
+    def send(msg: tuple) -> None:
+        with send_lock, contextlib.suppress(OSError, ValueError):
+            conn.send(msg)
+
+    c = Collector(options)
+    c.on_saved = lambda result: send(("event", "saved", (result, c.first_frame), _view(c)))
+    c.on_error = lambda text: send(("event", "error", text, _view(c)))
+    send(("ready", os.getpid()))
+    next_poll = 0.0
+    try:
+        while True:
+            if conn.poll(POLL_S):
+                rid, op, args = conn.recv()
+                try:
+                    value, ok = _dispatch(c, op, args), True
+                except Exception as exc:  # told to the app, which shows it; the engine goes on
+                    value, ok = str(exc) if isinstance(exc, RigError) else f"{type(exc).__name__}: {exc}", False
+                send(("reply", rid, ok, value, _view(c, notices=True)))
+                if op == "close":
+                    return
+            if time.monotonic() >= next_poll:
+                c.poll()
+                next_poll = time.monotonic() + POLL_S
+    except (EOFError, OSError, KeyboardInterrupt, SystemExit):
+        pass  # the app went away (or we were killed politely): fall through to the safe close
+    finally:
+        report = c.close()
+        print(f"rig engine closed: followers {report}", flush=True)
+
+
+# ---- the app's end ---------------------------------------------------------------------------
+
+
+class _Call:
+    __slots__ = ("done", "ok", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+
+def default_log_path(dataset: Path) -> Path:
+    return Path(dataset).resolve().parent / "rig-collect.log"
+
+
+class CollectorProcess:
+    """The Collector, run in an engine process. Same interface; every call returns at once."""
+
+    def __init__(self, options: CollectOptions, config: RigConfig | None = None, *, log_path: Path | None = None):
+        self.options = options
+        self.config = config or load_config(options.config)  # a bad config fails here, in one message
+        self.log_path = log_path or default_log_path(options.dataset)
+        self.on_saved = None
+        self.on_error = None
+        self.first_frame: tuple[int, str, np.ndarray] | None = None
+        self.notices: list[str] = []
+        self._dataset: Dataset | None = None
+        self._view: EngineView | None = None
+        self._calls: dict[int, _Call] = {}
+        self._ids = itertools.count(1)
+        self._send_lock = threading.Lock()
+        self._closed_report: dict[str, str] | None = None
+        self._gone: str | None = None  # why the engine is gone, when it went unasked
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Start the resource tracker (and the engine) while stderr is real: a running Textual app
+        # swaps it for a capture object, which breaks multiprocessing's spawn (see Collector).
+        from multiprocessing import resource_tracker
+        resource_tracker.ensure_running()
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        # Not a daemon: the engine has children of its own (the world) and must outlive a crash
+        # of the app long enough to stop the followers.
+        self.process = ctx.Process(target=engine_main, args=(child, options, str(self.log_path)),
+                                   name="rig-engine", daemon=False)
+        self.process.start()
+        child.close()
+        if not self._conn.poll(START_TIMEOUT_S):
+            self.process.terminate()
+            raise EngineError(f"the rig's engine process did not start within {START_TIMEOUT_S:.0f} s; "
+                              f"see {self.log_path}")
+        try:
+            self._conn.recv()  # ("ready", pid)
+        except EOFError as exc:
+            self.process.join(5)
+            raise EngineError(f"the rig's engine process exited at start (code {self.process.exitcode}); "
+                              f"see {self.log_path}") from exc
+        self._reader = threading.Thread(target=self._read, name="engine-reader", daemon=True)
+        self._reader.start()
+
+    # ---- the pipe --------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        try:
+            while True:
+                msg = self._conn.recv()
+                if msg[0] == "reply":
+                    _, rid, ok, value, view = msg
+                    self._take_view(view)
+                    call = self._calls.pop(rid, None)
+                    if call is not None:
+                        call.ok, call.value = ok, value
+                        call.done.set()
+                elif msg[0] == "event":
+                    _, kind, payload, view = msg
+                    self._take_view(view)
+                    self._event(kind, payload)
+        except (EOFError, OSError):
+            pass
+        if self._closed_report is None:
+            self.process.join(2)
+            self._gone = (f"the rig's engine process exited unexpectedly (code {self.process.exitcode}); "
+                          f"see {self.log_path}. Restart rig")
+        for call in list(self._calls.values()):
+            call.ok, call.value = False, self._gone or "the rig's engine process has closed"
+            call.done.set()
+        self._calls.clear()
+
+    def _take_view(self, view: EngineView) -> None:
+        self.notices.extend(view.notices)
+        self._view = view
+
+    def _event(self, kind: str, payload: Any) -> None:
+        if kind == "saved":
+            result, self.first_frame = payload
+            if self.on_saved is not None:
+                self.on_saved(result)
+        elif kind == "error" and self.on_error is not None:
+            self.on_error(payload)
+
+    def _call(self, op: str, *args: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
+        if self._gone is not None or self._closed_report is not None:
+            raise EngineError(self._gone or "the rig's engine process has closed")
+        call, rid = _Call(), next(self._ids)
+        self._calls[rid] = call
+        try:
+            with self._send_lock:
+                self._conn.send((rid, op, args))
+        except (OSError, ValueError) as exc:
+            self._calls.pop(rid, None)
+            raise EngineError(f"the rig's engine process has gone ({exc}); see {self.log_path}") from exc
+        if not call.done.wait(timeout):
+            self._calls.pop(rid, None)
+            raise EngineError(f"the rig's engine did not answer {op!r} within {timeout:.0f} s; see {self.log_path}")
+        if not call.ok:
+            raise EngineError(call.value)
+        return call.value
+
+    def _action(self, op: str, *args: Any) -> bool | None:
+        try:
+            return True if self._call(op, *args) else None
+        except EngineError as exc:
+            if self.on_error is not None:
+                self.on_error(str(exc))
+            return None
+
+    # ---- the Collector's interface ---------------------------------------------------------
+
+    def open(self) -> None:
+        self._action("open")
+
+    def close(self) -> dict[str, str]:
+        """Safe shutdown in the engine (take saved, followers stopped), then the process exits."""
+        if self._closed_report is not None:
+            return self._closed_report
+        report: dict[str, str] = {}
+        try:
+            report = self._call("close", timeout=CLOSE_TIMEOUT_S)
+        except EngineError:
+            report = dict(self._view.shutdown_report) if self._view is not None else {}
+        self._closed_report = report
+        self.process.join(CLOSE_TIMEOUT_S)
+        if self.process.is_alive():  # stuck: a polite kill still runs the engine's safe close
+            self.process.terminate()
+            self.process.join(CLOSE_TIMEOUT_S)
+        with contextlib.suppress(OSError):
+            self._conn.close()
+        if self._view is not None:
+            self._view = replace(self._view, state=State.CLOSED, shutdown_report=report)
+        return report
+
+    def toggle(self) -> bool | None:
+        return self._action("toggle")
+
+    def keep(self) -> bool | None:
+        return self._action("keep")
+
+    def discard(self, index: int | None = None) -> bool | None:
+        return self._action("discard", index)
+
+    def rerecord(self) -> bool | None:
+        return self._action("rerecord")
+
+    def label(self, success: bool | None, index: int | None = None) -> bool | None:
+        return self._action("label", success, index)
+
+    def replay_actions(self, index: int | None = None) -> bool | None:
+        return self._action("replay_actions", index)
+
+    def drill(self, op: str, *args: Any) -> Any:
+        """Simulated rig: inject a fault in the world (``unplug`` an arm, delay a camera)."""
+        return self._call("drill", op, *args)
+
+    def poll(self) -> None:
+        """The engine polls itself; here only the view is refreshed."""
+        with contextlib.suppress(EngineError):
+            self._call("view")
+
+    def snapshot(self) -> Snapshot:
+        v = self.view
+        try:
+            return self._call("snapshot")
+        except EngineError:
+            return Snapshot(v.state, v.message, [], {}, [], v.episode, 0.0, self.options.seconds, self.task,
+                            v.kept, v.last, False)
+
+    def latest_frames(self, cameras: list[str], width: int = PREVIEW_WIDTH) -> dict[str, np.ndarray | None]:
+        try:
+            return self._call("previews", list(cameras), width)
+        except EngineError:
+            return {}
+
+    def latest_frame(self, camera: str) -> np.ndarray | None:
+        return self.latest_frames([camera]).get(camera)
+
+    def rig_busy(self) -> bool:
+        """The engine's loop holds the arms' ports."""
+        return self.view.teleop_running
+
+    def camera_names(self) -> list[str]:
+        return [c.name for c in self.config.cameras] if self.options.cameras else []
+
+    # ---- state, as of the last reply -------------------------------------------------------
+
+    @property
+    def view(self) -> EngineView:
+        if self._gone is not None:
+            base = self._view or EngineView(State.FAULT, "", None, None, None, 0, 0, 0, False, False, 0, [], {})
+            return replace(base, state=State.FAULT if self._closed_report is None else State.CLOSED,
+                           message=self._gone, fault=self._gone)
+        if self._view is None:
+            return EngineView(State.STARTING, "starting the rig ...", None, None, None, 0, 0, 0, False, False,
+                              0, [], {})
+        return self._view
+
+    @property
+    def task(self) -> str:
+        sim = self.config.sim
+        return self.options.task or (sim.task if sim else None) or self.config.name
+
+    @property
+    def dataset(self) -> Dataset | None:
+        """The app's own reader of the dataset, once the engine has created it."""
+        if self._dataset is None and (Path(self.options.dataset) / "zarr.json").exists():
+            self._dataset = Dataset(self.options.dataset)
+        return self._dataset
+
+    state = property(lambda self: self.view.state)
+    message = property(lambda self: self.view.message)
+    episode = property(lambda self: self.view.episode)
+    last = property(lambda self: self.view.last)
+    fault = property(lambda self: self.view.fault)
+    kept = property(lambda self: self.view.kept)
+    t_stop_ns = property(lambda self: self.view.t_stop_ns)
+    t_saved_ns = property(lambda self: self.view.t_saved_ns)
+    recording = property(lambda self: self.view.recording)
+    teleop_running = property(lambda self: self.view.teleop_running)
+    replay_tick = property(lambda self: self.view.replay_tick)
+    history = property(lambda self: self.view.history)
+    shutdown_report = property(lambda self: self.view.shutdown_report)
+
+    def refresh(self) -> EngineView:
+        """A fresh view now (tests and scripts that wait on the engine's state)."""
+        self.poll()
+        return self.view
+
+
+__all__ = ["CollectorProcess", "EngineError", "EngineView", "engine_main"]
