@@ -182,6 +182,29 @@ def engine_main(conn: Any, options: CollectOptions, log_path: str | None) -> Non
 # ---- the app's end ---------------------------------------------------------------------------
 
 
+def release_followers(config: RigConfig) -> dict[str, str]:
+    """Last resort when the engine died without its safe close (killed, out of memory): its ports
+    are free now, so this process stops the followers itself (torque off, or hold per config).
+    A simulated world needs none: it exits with the engine that started it."""
+    from rig.arms import Follower
+
+    if config.sim is not None:
+        return {}
+    report: dict[str, str] = {}
+    for arm in config.followers:
+        try:
+            follower = Follower(arm, arm.port, retries=2).open()
+        except Exception as exc:  # the adapter itself may be what failed
+            report[arm.name] = f"unreachable ({exc})"
+            continue
+        try:
+            report[arm.name] = follower.make_safe(hold=config.safety.on_exit == "hold")
+        finally:
+            with contextlib.suppress(Exception):
+                follower.close()
+    return report
+
+
 class _Call:
     __slots__ = ("done", "ok", "value")
 
@@ -260,8 +283,11 @@ class CollectorProcess:
             pass
         if self._closed_report is None:
             self.process.join(2)
+            released = release_followers(self.config)
             self._gone = (f"the rig's engine process exited unexpectedly (code {self.process.exitcode}); "
-                          f"see {self.log_path}. Restart rig")
+                          + (f"followers: {', '.join(f'{k} {v}' for k, v in released.items())}; " if released else "")
+                          + f"see {self.log_path}. Restart rig")
+            self._view = replace(self.view, shutdown_report=released) if self._view is not None else None
         for call in list(self._calls.values()):
             call.ok, call.value = False, self._gone or "the rig's engine process has closed"
             call.done.set()
@@ -426,4 +452,4 @@ class CollectorProcess:
         return self.view
 
 
-__all__ = ["CollectorProcess", "EngineError", "EngineView", "engine_main"]
+__all__ = ["CollectorProcess", "EngineError", "EngineView", "engine_main", "release_followers"]
