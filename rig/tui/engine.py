@@ -175,6 +175,7 @@ def engine_main(conn: Any, options: CollectOptions, log_path: str | None) -> Non
     except (EOFError, OSError, KeyboardInterrupt, SystemExit):
         pass  # the app went away (or we were killed politely): fall through to the safe close
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nothing interrupts the safe close itself
         report = c.close()
         print(f"rig engine closed: followers {report}", flush=True)
 
@@ -235,6 +236,8 @@ class CollectorProcess:
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
         self._closed_report: dict[str, str] | None = None
+        self._closing = False  # close() asked the engine to exit: its pipe closing is expected
+        self._dead = False  # the pipe is closed: no reply will come
         self._gone: str | None = None  # why the engine is gone, when it went unasked
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # Start the resource tracker (and the engine) while stderr is real: a running Textual app
@@ -281,7 +284,8 @@ class CollectorProcess:
                     self._event(kind, payload)
         except (EOFError, OSError):
             pass
-        if self._closed_report is None:
+        self._dead = True
+        if not self._closing:
             self.process.join(2)
             released = release_followers(self.config)
             self._gone = (f"the rig's engine process exited unexpectedly (code {self.process.exitcode}); "
@@ -310,6 +314,9 @@ class CollectorProcess:
             raise EngineError(self._gone or "the rig's engine process has closed")
         call, rid = _Call(), next(self._ids)
         self._calls[rid] = call
+        if self._dead:  # the reader may have failed its waiting calls just before this one
+            self._calls.pop(rid, None)
+            raise EngineError(self._gone or "the rig's engine process has closed")
         try:
             with self._send_lock:
                 self._conn.send((rid, op, args))
@@ -341,15 +348,17 @@ class CollectorProcess:
         if self._closed_report is not None:
             return self._closed_report
         report: dict[str, str] = {}
+        self._closing = True
         try:
             report = self._call("close", timeout=CLOSE_TIMEOUT_S)
         except EngineError:
-            report = dict(self._view.shutdown_report) if self._view is not None else {}
+            report = dict(self.view.shutdown_report)
         self._closed_report = report
         self.process.join(CLOSE_TIMEOUT_S)
-        if self.process.is_alive():  # stuck: a polite kill still runs the engine's safe close
-            self.process.terminate()
+        if self.process.is_alive():  # stuck in its safe close: stop it, then stop the followers here
+            self.process.kill()
             self.process.join(CLOSE_TIMEOUT_S)
+            report = self._closed_report = release_followers(self.config) or report
         with contextlib.suppress(OSError):
             self._conn.close()
         if self._view is not None:
