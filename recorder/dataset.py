@@ -162,7 +162,7 @@ def recover_episode_dir(path: Path, note: str | None = None) -> dict[str, int]:
     }
     if note:
         attrs["note"] = note
-    grp.attrs.update(attrs)
+    grp.update_attributes(attrs)
     return lengths
 
 
@@ -303,7 +303,7 @@ class Dataset:
                 f"could not create episode {index} in {self.path} ({e}); is another recorder writing to this "
                 f"dataset? Record one session per dataset at a time."
             ) from e
-        grp.attrs.update(
+        grp.update_attributes(
             jsonable(
                 {
                     "status": Status.RECORDING.value,

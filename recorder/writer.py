@@ -193,7 +193,7 @@ class EpisodeWriter:
             spec[fname] = (shp, np.dtype(dtype))
         chunk_len = max(1, round(rate_hz * self.options.chunk_s))
         grp = self._group.require_group(layout.STREAMS).create_group(name)
-        grp.attrs.update(
+        grp.update_attributes(
             {"rate_hz": float(rate_hz), "fields": {k: [list(s), d.str] for k, (s, d) in spec.items()}}
         )
         arrays: dict[str, zarr.Array] = {}
@@ -214,7 +214,7 @@ class EpisodeWriter:
             raise RecorderError(f"camera {name!r} is declared twice")
         chunk_len = max(1, round(fps * self.options.chunk_s))
         grp = self._group.require_group(layout.CAMERAS).create_group(name)
-        grp.attrs.update({"fps": float(fps), "encoding": "jpeg"})
+        grp.update_attributes({"fps": float(fps), "encoding": "jpeg"})
         # variable-length bytes, one JPEG file per element; no compressor (JPEG does not shrink)
         frames = grp.create_array(
             layout.FRAMES, shape=(0,), chunks=(chunk_len,), dtype="bytes", compressors=None
@@ -244,7 +244,7 @@ class EpisodeWriter:
             raise RecorderError(f"episode {self.index} was already started; make a new episode per take")
         self._started = True
         self.start_ns = time.monotonic_ns()
-        self._group.attrs.update(
+        self._group.update_attributes(
             {
                 "status": Status.RECORDING.value,
                 "start_wall": datetime.now(UTC).isoformat(),
@@ -539,8 +539,8 @@ class EpisodeWriter:
                 cam_attrs: dict[str, Any] = {"source_encodings": sorted(cam.encodings)}
                 if cam.shape is not None:
                     cam_attrs["shape"] = list(cam.shape)
-                self._group[f"{layout.CAMERAS}/{cam.name}"].attrs.update(cam_attrs)
-            self._group.attrs.update(attrs)
+                self._group[f"{layout.CAMERAS}/{cam.name}"].update_attributes(cam_attrs)
+            self._group.update_attributes(attrs)
         except OSError as e:
             raise self._as_error(e) from e
         return stats

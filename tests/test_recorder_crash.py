@@ -199,3 +199,29 @@ def test_real_full_tmpfs(tmp_path):
         assert e.read_frame("noise", 0).shape == (240, 320, 3)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_the_final_metadata_lands_in_one_write(tmp_path, monkeypatch):
+    """zarr's ``attrs.update`` writes zarr.json once per key: a reader (or a crash) between those
+    writes saw ``status: complete`` without counts, duration or note. One write, status included."""
+    ds = Dataset.create(tmp_path / "ds")
+    ep = ds.new_episode(task="one write")
+    ep.add_stream("joints", {"q": ((2,), "f4")}, rate_hz=100)
+    ep.start()
+    for i in range(5):
+        ep.append("joints", time.monotonic_ns(), q=np.full(2, i, np.float32))
+    versions: list[dict] = []
+    real_put = zarr_local._put
+
+    def spy(path, value, exclusive=False):
+        if path.name == "zarr.json" and path.parent == ep.path:
+            import json
+
+            versions.append(json.loads(bytes(value.as_buffer_like()))["attributes"])
+        return real_put(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(zarr_local, "_put", spy)
+    ep.stop(success=True, note="kept")
+    assert len(versions) == 1, [v.get("status") for v in versions]
+    final = versions[0]
+    assert final["status"] == "complete" and final["note"] == "kept" and final["counts"]["streams"]["joints"] == 5
