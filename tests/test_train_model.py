@@ -113,3 +113,13 @@ def test_random_shift_moves_whole_images_and_replicates_edges():
     assert torch.equal(out[1, :, :, :3, 1:], imgs[1, :, :, 2:, :3])
     assert torch.equal(out[1, :, :, 3:, 1:], imgs[1, :, :, 4:5, :3].expand(-1, -1, 2, -1))
     assert torch.equal(out[1, :, :, :3, 0], imgs[1, :, :, 2:, 0])
+
+
+def test_a_policy_remembers_where_the_takes_start(episodes):
+    from rig.train.trainer import TrainedPolicy
+
+    p = train_policy(episodes[:3], TrainConfig(steps=2))
+    firsts = np.stack([e.q[np.flatnonzero(e.valid)[0]] for e in episodes[:3]])
+    # closed-loop trials ramp the followers here first (the gripper included), as teleop engages
+    assert np.allclose(p.start_q, np.median(firsts, axis=0))
+    assert np.allclose(TrainedPolicy.from_state(p.state()).start_q, p.start_q)

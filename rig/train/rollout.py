@@ -27,6 +27,7 @@ from rig.train.trainer import TrainedPolicy
 
 SUCCESS_POLL_S = 0.25
 SETTLE_S = 0.5  # after a reset: cameras show the new scene, physics settles
+ENGAGE_S = 1.0  # ramp to the demonstrations' start pose, as teleop engages before a take
 
 
 @dataclass
@@ -126,7 +127,7 @@ def evaluate_in_sim(policy: TrainedPolicy, task: str = "transfer_cube", trials: 
                          time.monotonic() - t_wall)
 
 
-def _retry(fn: Callable[[], None], tries: int = 5) -> None:
+def _retry(fn: Callable[[], None], tries: int = 5, pause_s: float = 1.0) -> None:
     """Setup is not time-critical: ride out a machine busy enough to drop a reply."""
     for i in range(tries):
         try:
@@ -134,7 +135,7 @@ def _retry(fn: Callable[[], None], tries: int = 5) -> None:
         except DynamixelError:
             if i == tries - 1:
                 raise
-            time.sleep(1.0)
+            time.sleep(pause_s)
 
 
 class _Loop:
@@ -182,12 +183,37 @@ class _Loop:
                 missed += 1  # the last values stand, as in teleop
         return missed
 
+    def _read_all(self, q: np.ndarray, dq: np.ndarray, tries: int = 20) -> None:
+        """A read of every follower before moving: a missed one would leave zeros as its pose
+        and the first command would swing that arm towards them."""
+        for f, sl in zip(self.followers, self.slices):
+            _retry(f.read, tries, pause_s=0.02)
+            q[sl], dq[sl] = f.q, f.dq
+
+    def _engage(self, pose: np.ndarray, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        """Ramp the followers to ``pose`` (the demonstrations start there: teleop engaged onto the
+        leaders) and return the last target; the trial starts from the same state as the takes."""
+        start = q.copy()
+        n = max(1, int(ENGAGE_S * 1e9 / self.period_ns))
+        target = start
+        for i in range(1, n + 1):
+            target = np.clip(start + (pose - start) * (i / n), self.lower, self.upper)
+            for f, sl in zip(self.followers, self.slices):
+                with contextlib.suppress(DynamixelError):
+                    f.command(target[sl])
+            time.sleep(self.period_ns / 1e9)
+        time.sleep(SETTLE_S)
+        self._read_all(q, dq)
+        return target
+
     def trial(self, world, seed: int, seconds: float) -> TrialResult:
+        q, dq = np.zeros(self.n), np.zeros(self.n)
+        self._read_all(q, dq)
+        target = np.clip(q.copy(), self.lower, self.upper)
+        if self.policy.start_q is not None:
+            target = self._engage(np.asarray(self.policy.start_q, float), q, dq)
         for f in self.followers:
             f.go_hot()
-        q, dq = np.zeros(self.n), np.zeros(self.n)
-        self._read(q, dq)
-        target = np.clip(q.copy(), self.lower, self.upper)
         done = threading.Event()
         stop = threading.Event()
         t_success: list[float] = []

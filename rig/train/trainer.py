@@ -81,13 +81,15 @@ class TrainedPolicy:
     losses: list[tuple[int, float]] = field(default_factory=list)
     device: str = "cpu"
     stopped_early: bool = False
+    start_q: np.ndarray | None = None  # where the training takes start (a rollout begins there)
 
     def state(self) -> dict:
         """Everything needed to run the policy again (torch.save-able)."""
         return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "norm": self.norm.to_dict(), "cfg": self.cfg.to_dict(),
                 "joints": {"names": list(self.joints.names), "gripper": list(self.joints.gripper)},
-                "steps": self.steps, "episodes": self.episodes}
+                "steps": self.steps, "episodes": self.episodes,
+                "start_q": None if self.start_q is None else self.start_q.tolist()}
 
     @classmethod
     def from_state(cls, state: dict, device: str = "cpu") -> TrainedPolicy:
@@ -96,8 +98,10 @@ class TrainedPolicy:
         model.load_state_dict(state["model"])
         model.to(device).eval()
         j = state["joints"]
+        start = state.get("start_q")
         return cls(model, Normalizer.from_dict(state["norm"]), cfg, JointInfo(tuple(j["names"]), tuple(j["gripper"])),
-                   state["steps"], 0.0, list(state["episodes"]), device=device)
+                   state["steps"], 0.0, list(state["episodes"]), device=device,
+                   start_q=None if start is None else np.asarray(start, np.float32))
 
     def predict_chunk(self, images: np.ndarray, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
         """One observation -> (K, n) actions in rig units. images: (C, H, W, 3) uint8; q, dq: (n,)."""
@@ -230,7 +234,13 @@ def train_policy(episodes: Sequence[EpisodeData], cfg: TrainConfig, *, init: Tra
                 progress(done / steps)
     model.eval()
     return TrainedPolicy(model, norm, pcfg, episodes[0].joints, done, time.monotonic() - t0,
-                         sorted(e.index for e in episodes), losses, device, stopped)
+                         sorted(e.index for e in episodes), losses, device, stopped, start_pose(episodes))
+
+
+def start_pose(episodes: Sequence[EpisodeData]) -> np.ndarray | None:
+    """The median state at the first usable tick of each episode: where the takes begin."""
+    firsts = [e.q[np.flatnonzero(e.valid)[0]] for e in episodes if e.valid.any()]
+    return np.median(firsts, axis=0).astype(np.float32) if firsts else None
 
 
 def predict(policy: TrainedPolicy, samples: Samples, batch: int = 256) -> np.ndarray:
