@@ -34,7 +34,9 @@ if str(ROOT) not in sys.path:
 
 from recorder import Dataset  # noqa: E402
 from rig.tui.controller import CollectOptions, Collector, State  # noqa: E402
-from rig.tui.engine import CollectorProcess  # noqa: E402
+from rig.tui.engine import CollectorProcess, yield_cpu_to_rig  # noqa: E402
+
+NICED: list[bool] = []
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -96,6 +98,9 @@ async def _run_with_ui(dataset: Path, seconds: float, takes: int) -> list[dict]:
 
     c = CollectorProcess(CollectOptions(dataset=dataset, seconds=0, reset_seconds=0.2, train=False),
                          log_path=dataset.with_suffix(".log"))
+    if not NICED:  # as `rig collect` does; once per process (niceness only goes up)
+        yield_cpu_to_rig()
+        NICED.append(True)
     app = CollectorApp(c, train=False)
     out = []
 

@@ -231,6 +231,32 @@ async def _camera_fault(tmp_path):
     assert_followers_released(report)
 
 
+async def _keep_at_once(tmp_path):
+    app, c = make_app(tmp_path)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            for take in (0, 1):
+                await until(pilot, lambda: c.state == State.READY and app.screen is app.live, START_TIMEOUT, "READY")
+                await pilot.press("space")
+                await until(pilot, lambda: c.state == State.RECORDING and c.recording, 10, "RECORDING")
+                await pilot.pause(1.0)
+                await pilot.press("space")
+                await until(pilot, lambda: isinstance(app.screen, ReplayScreen) and c.state == State.REVIEW, 10,
+                            "the replay")
+                await pilot.press("enter")  # kept before the replay finished loading: no crash
+            await until(pilot, lambda: c.state == State.READY and app.screen is app.live, 15, "READY")
+            assert "press space to record take 2" in screen_text(app)
+            await pilot.press("q")
+            await until(pilot, lambda: c.state == State.CLOSED, 30, "CLOSED", after_fault=True)
+    finally:
+        c.close()
+    assert [e.status for e in Dataset(tmp_path / "takes.zarr").episodes()] == ["complete", "complete"]
+
+
+def test_keeping_a_take_before_its_replay_has_loaded(tmp_path):
+    asyncio.run(_keep_at_once(tmp_path))
+
+
 # Textual's Pilot is async; each test runs its own event loop (no pytest async plugin needed).
 def test_a_full_take_start_stop_replay_keep_discard_relabel_quit(tmp_path):
     asyncio.run(_full_take(tmp_path))

@@ -39,7 +39,7 @@ def _interrupt(*_):
 
 def run(args) -> int:
     from rig.tui.controller import CollectOptions  # textual and friends: only for this command
-    from rig.tui.engine import CollectorProcess
+    from rig.tui.engine import CollectorProcess, yield_cpu_to_rig
 
     if args.seconds < 0:
         print("rig: --seconds must be >= 0", file=sys.stderr)
@@ -48,6 +48,7 @@ def run(args) -> int:
                              reset_seconds=args.reset_seconds, operator=args.operator, seed=args.seed,
                              train=args.train if args.train is not None else train_default())
     collector = CollectorProcess(options)  # the rig runs in its own process; this one draws the app
+    yield_cpu_to_rig()
     # A kill or a closed terminal unwinds like Ctrl-C, through the finally below.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)

@@ -183,6 +183,17 @@ def engine_main(conn: Any, options: CollectOptions, log_path: str | None) -> Non
 # ---- the app's end ---------------------------------------------------------------------------
 
 
+UI_NICE = 5  # the app's process, once the engine runs: a 4 Hz screen can wait, a 50 Hz tick cannot
+
+
+def yield_cpu_to_rig(increment: int = UI_NICE) -> None:
+    """Lower this (the app's) process's CPU priority. Call after the engine has started: the
+    engine keeps the priority it was born with, and on a busy 2-core machine the scheduler then
+    runs the loop before the app's screen updates. Children started later (quick-train) inherit."""
+    with contextlib.suppress(OSError):
+        os.nice(increment)
+
+
 def release_followers(config: RigConfig) -> dict[str, str]:
     """Last resort when the engine died without its safe close (killed, out of memory): its ports
     are free now, so this process stops the followers itself (torque off, or hold per config).
@@ -461,4 +472,4 @@ class CollectorProcess:
         return self.view
 
 
-__all__ = ["CollectorProcess", "EngineError", "EngineView", "engine_main", "release_followers"]
+__all__ = ["CollectorProcess", "EngineError", "EngineView", "engine_main", "release_followers", "yield_cpu_to_rig"]

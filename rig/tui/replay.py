@@ -4,6 +4,7 @@ collector sees is exactly what was saved."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -135,26 +137,36 @@ class ReplayScreen(Screen):
             if len(t_first):
                 given = self.first_frame
                 first = given[1] if given is not None and given[0] == cams[0] else ep.read_frame(cams[0], 0)
-                self.app.call_from_thread(self._got_first, cams[0], (t_first.astype(np.int64) - t0) / 1e9, first)
+                self._post(self._got_first, cams[0], (t_first.astype(np.int64) - t0) / 1e9, first)
         joints = ep.read_stream(JOINTS) if JOINTS in ep.streams else {}
         t_ticks = joints.get("t_ns")
         if not t0 and t_ticks is not None and len(t_ticks):
             t0 = int(t_ticks[0])
         self.t0_ns = t0
         tracks = [Track(c, (ep.frame_times(c)["t_ns"].astype(np.int64) - t0) / 1e9) for c in cams]
-        self.app.call_from_thread(self._got_tracks, tracks, None)  # the first frame is already up
+        self._post(self._got_tracks, tracks, None)  # the first frame is already up
         if t_ticks is not None and len(t_ticks):
             t_s = (t_ticks.astype(np.int64) - t0) / 1e9
-            self.app.call_from_thread(self._got_joints, t_s, joints["leader_q"], joints["follower_q"])
+            self._post(self._got_joints, t_s, joints["leader_q"], joints["follower_q"])
         for track in tracks:
             track.blobs = ep.read_jpeg(track.name)
-        self.app.call_from_thread(self._show_frame, force=True)
+        self._post(self._show_frame, force=True)
         try:
             quality = episode_quality(ep)
         except Exception as exc:  # the summary is advice; a failure must not hide the replay
-            self.app.call_from_thread(self._got_quality_error, f"{type(exc).__name__}: {exc}")
+            self._post(self._got_quality_error, f"{type(exc).__name__}: {exc}")
             return
-        self.app.call_from_thread(self._got_quality, quality)
+        self._post(self._got_quality, quality)
+
+    def _post(self, fn, *args, **kw) -> None:
+        """Hand a result from the loading thread to the UI, unless the screen is gone meanwhile
+        (enter pressed right after the stop key: the take is kept before its replay loaded)."""
+        def deliver() -> None:
+            if self.is_attached:
+                with contextlib.suppress(NoMatches):
+                    fn(*args, **kw)
+        with contextlib.suppress(RuntimeError):  # the app itself is shutting down
+            self.app.call_from_thread(deliver)
 
     def _got_first(self, cam: str, t_s: np.ndarray, image: np.ndarray) -> None:
         if not self.tracks:
