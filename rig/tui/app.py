@@ -163,7 +163,7 @@ class CollectorApp(App):
         for notice in c.notices:
             self.notify(notice, severity="warning", timeout=10)
         c.notices.clear()
-        snap = c.snapshot()
+        snap = c.snapshot(health=False)  # the arms, loop and camera figures: once a second, below
         if snap.state == State.READY:
             self.train_panel.start()
         for banner in self.screen.query(Banner):

@@ -318,13 +318,17 @@ class Collector:
               and time.monotonic() - self._t_begin >= self.options.seconds):
             self.toggle()  # the target length is reached: stop as if space was pressed
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, health: bool = True) -> Snapshot:
+        """The state the app shows; ``health=False`` leaves out the arms, the loop's figures and
+        the cameras (the banner's 4 Hz refresh needs none of them, and computing them costs)."""
         s = self.session
         arms: list[ArmView] = []
         loop: dict[str, Any] = {}
         cams: list[CameraView] = []
         replaying = False
-        if s is not None:
+        if s is not None and s.teleop is not None:
+            replaying = s.teleop.replaying
+        if s is not None and health:
             for a in (*s.leaders, *s.followers) or self._arms_shown:
                 h = a.health
                 errs = "; ".join(f"servo {sid}: {', '.join(e)}" for sid, e in h.hardware_errors.items())
@@ -332,7 +336,6 @@ class Collector:
                                     h.max_temperature_c, errs or (h.last_error or ""), a.misses))
             if s.teleop is not None:
                 loop = s.teleop.stats.summary()
-                replaying = s.teleop.replaying
             for name, cam in s.cameras.items():
                 st = cam.stats()
                 cams.append(CameraView(name, st.rate_hz, cam.fps, st.frames, st.drops + st.overflows, st.fault))

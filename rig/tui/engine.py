@@ -88,8 +88,8 @@ def _preview(image: np.ndarray | None, width: int) -> np.ndarray | None:
     return np.ascontiguousarray(image[::step, ::step])
 
 
-def _snapshot(c: Collector) -> Snapshot:
-    snap = c.snapshot()
+def _snapshot(c: Collector, health: bool = True) -> Snapshot:
+    snap = c.snapshot(health)
     # Faults are exceptions of the driver's own types: send their text, which is what the app shows.
     snap.cameras = [replace(v, fault=None if v.fault is None else str(v.fault)) for v in snap.cameras]
     return snap
@@ -111,7 +111,7 @@ def _dispatch(c: Collector, op: str, args: tuple) -> Any:
     if op in ("toggle", "keep", "rerecord", "discard", "label", "replay_actions"):
         return getattr(c, op)(*args) is not None  # accepted (queued) or not
     if op == "snapshot":
-        return _snapshot(c)
+        return _snapshot(c, *args)
     if op == "previews":
         names, width = args
         return {n: _preview(c.latest_frame(n), width) for n in names}
@@ -403,10 +403,10 @@ class CollectorProcess:
         with contextlib.suppress(EngineError):
             self._call("view")
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, health: bool = True) -> Snapshot:
         v = self.view
         try:
-            return self._call("snapshot")
+            return self._call("snapshot", health)
         except EngineError:
             return Snapshot(v.state, v.message, [], {}, [], v.episode, 0.0, self.options.seconds, self.task,
                             v.kept, v.last, False)
