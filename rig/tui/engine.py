@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,10 @@ def engine_main(conn: Any, options: CollectOptions, log_path: str | None) -> Non
                 if op == "close":
                     return
             if time.monotonic() >= next_poll:
-                c.poll()
+                try:
+                    c.poll()
+                except Exception:  # a bug in a check must not end the session: log it, go on
+                    traceback.print_exc()
                 next_poll = time.monotonic() + POLL_S
     except (EOFError, OSError, KeyboardInterrupt, SystemExit):
         pass  # the app went away (or we were killed politely): fall through to the safe close
