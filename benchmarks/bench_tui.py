@@ -124,6 +124,7 @@ async def _run_with_ui(dataset: Path, seconds: float, takes: int) -> list[dict]:
                 await asyncio.sleep(seconds)
                 dt = time.monotonic() - t0
                 cpu, app_cpu = (proc_cpu_s(c.process.pid) - rig0) / dt, (time.process_time() - cpu0) / dt
+                app.replay_first_frame_ns = 0  # not the last take's: the engine's view can beat the app's message
                 await pilot.press("space")
                 await until(lambda: app.replay_first_frame_ns > 0 and c.t_saved_ns > c.t_stop_ns, 10)
                 fig = take_figures(dataset, c.last.index)
