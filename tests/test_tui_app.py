@@ -235,7 +235,7 @@ async def _keep_at_once(tmp_path):
     app, c = make_app(tmp_path)
     try:
         async with app.run_test(size=SIZE) as pilot:
-            for take in (0, 1):
+            for _ in range(2):  # two takes, each kept at once
                 await until(pilot, lambda: c.state == State.READY and app.screen is app.live, START_TIMEOUT, "READY")
                 await pilot.press("space")
                 await until(pilot, lambda: c.state == State.RECORDING and c.recording, 10, "RECORDING")
