@@ -237,9 +237,10 @@ def default_log_path(dataset: Path) -> Path:
 class CollectorProcess:
     """The Collector, run in an engine process. Same interface; every call returns at once."""
 
-    def __init__(self, options: CollectOptions, config: RigConfig | None = None, *, log_path: Path | None = None):
+    def __init__(self, options: CollectOptions, *, log_path: Path | None = None):
         self.options = options
-        self.config = config or load_config(options.config)  # a bad config fails here, in one message
+        # The engine loads the same file itself; a bad config fails here first, in one message.
+        self.config = load_config(options.config)
         self.log_path = log_path or default_log_path(options.dataset)
         self.on_saved = None
         self.on_error = None
