@@ -53,6 +53,14 @@ async def until(pilot, predicate, timeout: float, what: str, after_fault: bool =
                          f"{screen_text(pilot.app)}")
 
 
+async def start_take(pilot, episode: int | None = None) -> None:
+    """Space on READY, then wait until the take is being written."""
+    c = pilot.app.collector
+    await pilot.press("space")
+    await until(pilot, lambda: c.state == State.RECORDING and c.recording and episode in (None, c.episode), 10,
+                "RECORDING")
+
+
 def assert_followers_released(report: dict[str, str]) -> None:
     """Both followers were stopped with torque off. "unreachable" is the driver's word for a
     follower whose confirming read timed out (a starved machine): it then broadcast torque-off
@@ -88,9 +96,7 @@ async def _full_take(tmp_path):
                 assert key in text  # the footer names every key
 
             # Take 0: space starts, space stops; the replay opens on its own.
-            await pilot.press("space")
-            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.recording, 10,
-                        "RECORDING")
+            await start_take(pilot, episode=0)
             await pilot.pause(1.5)
             assert "RECORDING" in screen_text(app) and "recording take 0" in screen_text(app)
             await pilot.press("space")
@@ -170,9 +176,7 @@ async def _bus_fault(tmp_path):
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: c.state == State.READY, START_TIMEOUT, "READY")
-            await pilot.press("space")
-            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.recording, 10,
-                        "RECORDING")
+            await start_take(pilot, episode=0)
             await pilot.pause(1.0)
             # The right follower's USB cable is pulled mid-take: its port vanishes under the driver.
             c.drill("unplug", "right_follower")
@@ -204,9 +208,7 @@ async def _camera_fault(tmp_path):
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: c.state == State.READY, START_TIMEOUT, "READY")
-            await pilot.press("space")
-            await until(pilot, lambda: c.state == State.RECORDING and c.episode == 0 and c.recording, 10,
-                        "RECORDING")
+            await start_take(pilot, episode=0)
             await pilot.pause(1.0)
             # The wrist camera stops delivering (a starved USB hub): its watchdog calls it frozen,
             # and once that lasts the app calls it a fault.
@@ -237,8 +239,7 @@ async def _keep_at_once(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             for _ in range(2):  # two takes, each kept at once
                 await until(pilot, lambda: c.state == State.READY and app.screen is app.live, START_TIMEOUT, "READY")
-                await pilot.press("space")
-                await until(pilot, lambda: c.state == State.RECORDING and c.recording, 10, "RECORDING")
+                await start_take(pilot)
                 await pilot.pause(1.0)
                 await pilot.press("space")
                 await until(pilot, lambda: isinstance(app.screen, ReplayScreen) and c.state == State.REVIEW, 10,
@@ -275,8 +276,7 @@ async def _ui_crash(tmp_path) -> CollectorProcess:
     with pytest.raises(ZeroDivisionError):
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: c.state == State.READY, START_TIMEOUT, "READY")
-            await pilot.press("space")
-            await until(pilot, lambda: c.state == State.RECORDING and c.recording, 10, "RECORDING")
+            await start_take(pilot)
             await pilot.pause(0.5)
             app.call_later(lambda: 1 / 0)  # a bug in the UI: Textual tears the app down
             await pilot.pause(0.5)

@@ -270,7 +270,8 @@ class CollectorApp(App):
         try:
             from rig.tui.calibration import CalibrationScreen
             params = inspect.signature(CalibrationScreen).parameters
-            offer = {"collector": self.collector, "rig_busy": self.collector.rig_busy, "config": self.collector.config}
+            c = self.collector
+            offer = {"collector": c, "rig_busy": lambda: c.teleop_running, "config": c.config}
             self.push_screen(CalibrationScreen(**{k: v for k, v in offer.items() if k in params}))
         except Exception as exc:
             self.notify(f"calibration unavailable: {type(exc).__name__}: {exc}", severity="error")

@@ -380,9 +380,6 @@ class Collector:
         """The loop holds the followers (False after a safe stop)."""
         return self.session is not None and self.session.teleop is not None
 
-    def rig_busy(self) -> bool:
-        return self.teleop_running
-
     @property
     def replay_tick(self) -> int:
         """Recorded actions replayed on the followers so far."""

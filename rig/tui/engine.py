@@ -425,10 +425,6 @@ class CollectorProcess:
     def latest_frame(self, camera: str) -> np.ndarray | None:
         return self.latest_frames([camera]).get(camera)
 
-    def rig_busy(self) -> bool:
-        """The engine's loop holds the arms' ports."""
-        return self.view.teleop_running
-
     def camera_names(self) -> list[str]:
         return [c.name for c in self.config.cameras] if self.options.cameras else []
 
