@@ -123,3 +123,74 @@ def test_a_policy_remembers_where_the_takes_start(episodes):
     # closed-loop trials ramp the followers here first (the gripper included), as teleop engages
     assert np.allclose(p.start_q, np.median(firsts, axis=0))
     assert np.allclose(TrainedPolicy.from_state(p.state()).start_q, p.start_q)
+
+
+def test_a_keypoint_follows_a_small_object_to_a_fraction_of_a_pixel():
+    import torch
+
+    from rig.train.model import Keypoints
+
+    kp = Keypoints(1, (60, 80))
+    with torch.no_grad():  # a "red" detector: red up, green and blue down
+        kp.weight.copy_(torch.tensor([[4.0, -4.0, -4.0]]))
+        kp.bias.zero_()
+
+    def at(row: int, col: float) -> np.ndarray:
+        img = torch.full((1, 3, 60, 80), 0.0)  # grey table (normalized pixels)
+        c0 = int(col)
+        frac = col - c0  # a 1-pixel cube straddling two pixels: partly red in each
+        img[0, :, row, c0] = torch.tensor([2.0 * (1 - frac), -2.0 * (1 - frac), -2.0 * (1 - frac)])
+        img[0, :, row, c0 + 1] = torch.tensor([2.0 * frac, -2.0 * frac, -2.0 * frac])
+        with torch.no_grad():
+            return kp(img)[0].numpy()
+
+    x, y, peak = at(20, 60.0)
+    assert x == pytest.approx(-1 + 2 * 60 / 79, abs=0.01) and y == pytest.approx(-1 + 2 * 20 / 59, abs=0.01)
+    assert peak > 10  # a sharp blob, not a flat map
+    # half a pixel to the right moves the keypoint by about half a pixel: finer than the grid
+    x_half = at(20, 60.5)[0]
+    assert 0.3 * (2 / 79) < x_half - x < 0.7 * (2 / 79)
+
+
+def test_keypoints_train_save_and_leave_their_camera_unshifted(episodes):
+    import torch
+
+    from rig.train.model import Normalizer
+    from rig.train.trainer import TrainedPolicy, _Batches
+
+    cfg = TrainConfig(steps=3, keypoints=4, keypoint_cameras=("top",), velocity=False)
+    p = train_policy(episodes[:1], cfg)
+    assert p.cfg.keypoints == 4 and p.model.keypoints is not None and not p.cfg.velocity
+    e = episodes[0]
+    t = int(np.flatnonzero(e.valid)[10])
+    imgs = np.stack([e.frames[c][e.frame_of_tick[c][t]] for c in p.cfg.cameras])
+    chunk = p.predict_chunk(imgs, e.q[t], e.dq[t])
+    # the keypoints' normalization statistics are saved with the weights
+    assert np.allclose(TrainedPolicy.from_state(p.state()).predict_chunk(imgs, e.q[t], e.dq[t]), chunk, atol=1e-5)
+    s = build_samples(episodes[:1], 20)
+    b = _Batches(s, Normalizer.fit(s.q, s.dq, s.chunk), "cpu", still=("top",))
+    plain, _, _ = b.get(np.arange(4))
+    shifted, _, _ = b.get(np.arange(4), (np.full(4, 3), np.full(4, -2)))
+    top = s.cameras.index("top")
+    assert torch.equal(shifted[:, top], plain[:, top])  # the scene camera is where it was
+    others = [i for i in range(len(s.cameras)) if i != top]
+    assert not torch.equal(shifted[:, others], plain[:, others])
+
+
+def test_keypoints_on_a_camera_the_episodes_lack_is_a_clear_error(episodes):
+    from rig.train import TrainError
+
+    with pytest.raises(TrainError, match=r"keypoints asked for on cameras \['overhead'\].*--keypoint-cameras"):
+        train_policy(episodes[:1], TrainConfig(steps=1, keypoints=2, keypoint_cameras=("overhead",)))
+
+
+def test_temporal_ensembling_weights_the_older_chunks_heavier():
+    from rig.train.rollout import _ensembled
+
+    old = np.zeros((4, 2))
+    new = np.ones((4, 2))
+    # tick 2: the chunk from tick 0 (its row 2) and the one from tick 1 (its row 1) cover it
+    a = _ensembled([(0, old), (1, new)], 2, 0.5)
+    w_old, w_new = 1.0, np.exp(-0.5)
+    assert np.allclose(a, w_new / (w_old + w_new))
+    assert np.allclose(_ensembled([(0, old), (1, new)], 4, 0.5), 1.0)  # past the old chunk's end: the new one only

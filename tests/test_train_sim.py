@@ -39,6 +39,18 @@ def test_success_rate_runs_the_policy_in_the_simulated_world(sim_dataset):
     assert res.rate == res.successes / 2
 
 
+def test_the_success_check_passes_the_scripted_demonstration_through_the_same_loop():
+    """A 0 % success rate means the policy failed, not the harness: the seed's scripted
+    demonstration, sent through the same loop, clamps, buses and world, transfers the cube."""
+    from rig.train.rollout import ScriptedPolicy, evaluate_in_sim
+
+    res = evaluate_in_sim(ScriptedPolicy("transfer_cube"), "transfer_cube", trials=1, seed0=1000, seconds=16.0)
+    assert res.successes == 1, res.per_trial
+    t = res.per_trial[0]
+    assert 5.0 < t.t_success_s < 16.0  # a real transfer takes seconds
+    assert t.missed_reads < t.ticks
+
+
 def _wait(trainer: BackgroundTrainer, pred, timeout: float = 240.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -91,6 +103,21 @@ def test_rig_train_headless_writes_a_report(sim_dataset, tmp_path):
     rep = json.loads(out.read_text())
     assert rep["steps"] == 20 and len(rep["episodes"]) == 4 and rep["val"]["per_joint"]
     assert np.isfinite(rep["val"]["joint_error"]) and (tmp_path / "policy.pt").stat().st_size > 0
+
+
+def test_rig_train_with_keypoints_ensembling_and_the_demonstration_reference(sim_dataset, tmp_path):
+    out = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "rig", "train", str(sim_dataset), "--steps", "5", "--no-curve",
+                        "--keypoints", "4", "--no-velocity", "--eval-trials", "1", "--eval-seconds", "12",
+                        "--ensemble", "0.01", "--eval-demo", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the scripted demonstrations through the same trials: 1/1" in r.stdout
+    rep = json.loads(out.read_text())
+    assert rep["success"]["trials"] == 1 and rep["success"]["demonstrations"]["successes"] == 1
+    # every tick predicted (ensembling) and still on time: the loop kept the control rate
+    t = rep["success"]["per_trial"][0]
+    assert t["ticks"] + t["skipped_ticks"] >= 500 and t["skipped_ticks"] < 50
 
 
 def test_rig_train_without_torch_says_how_to_install(sim_dataset):

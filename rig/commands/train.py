@@ -27,6 +27,18 @@ def register(subparsers) -> None:
     p.add_argument("--eval-seconds", type=float, default=None, metavar="S",
                    help="length of one trial (default: the longest training episode)")
     p.add_argument("--eval-seed", type=int, default=1000, help="world seed of the first trial (default 1000)")
+    p.add_argument("--keypoints", type=int, default=0, metavar="N",
+                   help="N learned keypoints (spatial softmax) on the scene camera: locates small objects "
+                        "to a fraction of a pixel, at about 1.7x the training time per step (default 0: off)")
+    p.add_argument("--keypoint-cameras", default="top", metavar="CAMS",
+                   help="comma-separated fixed cameras that get keypoints (default top)")
+    p.add_argument("--no-velocity", action="store_true", help="leave joint velocities out of the policy's inputs")
+    p.add_argument("--ensemble", type=float, default=None, metavar="M",
+                   help="closed-loop: ACT's temporal ensembling, predicting every tick and averaging the "
+                        "overlapping chunks, older ones weighted exp(-M*age) (ACT uses 0.01)")
+    p.add_argument("--eval-demo", action="store_true",
+                   help="simulated rig: also run the scripted demonstrations through the same trials (the "
+                        "harness' reference: what right actions score)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--save", type=Path, default=None, metavar="PATH", help="save the trained policy (torch.save)")
@@ -71,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     from rig.train.pipeline import run_pipeline
     from rig.train.trainer import TrainConfig
 
-    cfg = TrainConfig(seed=args.seed, budget_s=args.budget, steps=args.steps, device=args.device)
+    cams = tuple(c.strip() for c in args.keypoint_cameras.split(",") if c.strip())
+    cfg = TrainConfig(seed=args.seed, budget_s=args.budget, steps=args.steps, device=args.device,
+                      keypoints=max(0, args.keypoints), keypoint_cameras=cams, velocity=not args.no_velocity)
     cache = EpisodeCache()
     how = f"{args.steps} steps" if args.steps else f"budget {args.budget:g} s"
     print(f"quick-train on {args.dataset} ({how} per run, seed {args.seed})", flush=True)
@@ -91,8 +105,18 @@ def run(args: argparse.Namespace) -> int:
             outcome = f"success at {r.t_success_s:.1f} s" if r.success else "failure"
             print(f"  trial {i + 1} (seed {r.seed}): {outcome}", flush=True)
 
-        res = evaluate_in_sim(policy, task, args.eval_trials, args.eval_seed, seconds, progress=trial)
+        execute = 1 if args.ensemble is not None else None
+        res = evaluate_in_sim(policy, task, args.eval_trials, args.eval_seed, seconds, execute=execute,
+                              ensemble=args.ensemble, progress=trial)
         report.success = res.to_dict()
+        if args.eval_demo:
+            from rig.train.rollout import ScriptedPolicy
+
+            print("the scripted demonstrations, through the same trials:", flush=True)
+            demo = evaluate_in_sim(ScriptedPolicy(task), task, args.eval_trials, args.eval_seed, seconds,
+                                   progress=trial)
+            report.success["demonstrations"] = {"successes": demo.successes, "trials": demo.trials,
+                                                "rate": demo.rate}
     print()
     print("\n".join(report.summary_lines()))
     if args.eval_trials <= 0:

@@ -28,6 +28,9 @@ class PolicyConfig:
     width: int = 32  # conv channels
     feat: int = 64  # features per camera
     hidden: int = 256
+    keypoints: int = 0  # spatial-softmax keypoints per scene camera (0: none)
+    keypoint_cameras: tuple[str, ...] = ()  # the cameras that get them (a fixed view of the workspace)
+    velocity: bool = True  # joint velocities as inputs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,7 +40,35 @@ class PolicyConfig:
         d = dict(d)
         d["cameras"] = tuple(d.get("cameras", ()))
         d["image_hw"] = tuple(d.get("image_hw", (60, 80)))
+        d["keypoint_cameras"] = tuple(d.get("keypoint_cameras", ()))
         return cls(**d)
+
+
+class Keypoints(nn.Module):
+    """(B, 3, H, W) frames -> (B, 3K): where K learned colours are, to a fraction of a pixel.
+
+    Each keypoint is a per-pixel linear colour detector followed by a spatial softmax: its
+    centroid (x, y in [-1, 1]) moves continuously with the object, where a flattened grid only
+    says which cell it is in, so the head can interpolate between the few object positions of
+    the demonstrations (a 4 cm cube is one pixel of a 60x80 top view). The peak (largest softmax
+    weight, scaled) says whether the colour is in view at all. Per-pixel and linear because full
+    resolution is where a small object survives, and only that is cheap there on a CPU."""
+
+    def __init__(self, k: int, hw: tuple[int, int]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(k, 3) * 0.5)
+        self.bias = nn.Parameter(torch.zeros(k))
+        self.register_buffer("xs", torch.linspace(-1.0, 1.0, hw[1]))
+        self.register_buffer("ys", torch.linspace(-1.0, 1.0, hw[0]))
+        self.log_temp = nn.Parameter(torch.tensor(1.5))  # sharp from the start: 4800 pixels compete
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        logits = torch.einsum("bchw,kc->bkhw", x, self.weight) + self.bias[:, None, None]
+        p = torch.softmax(logits.flatten(2) * self.log_temp.exp(), dim=-1)  # (B, K, HW)
+        peak = p.amax(-1) * (h * w) ** 0.5
+        p = p.view(b, -1, h, w)
+        return torch.cat([(p.sum(2) * self.xs).sum(-1), (p.sum(3) * self.ys).sum(-1), peak], dim=1)
 
 
 class Encoder(nn.Module):
@@ -68,7 +99,13 @@ class Policy(nn.Module):
         self.encoder = Encoder(cfg)
         # A learned tag per camera: one encoder serves all of them, the head tells them apart.
         self.cam_embed = nn.Parameter(torch.zeros(len(cfg.cameras), cfg.feat))
-        d = cfg.feat * len(cfg.cameras) + 2 * cfg.n  # + joint positions and velocities
+        self.kp_rows = [cfg.cameras.index(c) for c in cfg.keypoint_cameras if c in cfg.cameras] if cfg.keypoints else []
+        self.keypoints = Keypoints(cfg.keypoints, cfg.image_hw) if self.kp_rows else None
+        # A cube moves its keypoint by a few hundredths of the frame: standardized, the head sees
+        # that as plainly as the joint state instead of needing weights 50x larger to notice it.
+        self.kp_norm = nn.BatchNorm1d(3 * cfg.keypoints * len(self.kp_rows)) if self.kp_rows else None
+        d = (cfg.feat * len(cfg.cameras) + 3 * cfg.keypoints * len(self.kp_rows)
+             + (2 if cfg.velocity else 1) * cfg.n)  # + joint positions (and velocities)
         self.head = nn.Sequential(
             nn.Linear(d, cfg.hidden), nn.ReLU(),
             nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
@@ -81,8 +118,13 @@ class Policy(nn.Module):
         b, c = images.shape[:2]
         x = images.reshape(b * c, *images.shape[2:]).float() / 255.0
         x = (x - self.pix_mean) / 0.25
-        f = self.encoder(x).view(b, c, -1) + self.cam_embed
-        h = torch.cat([f.flatten(1), state], dim=1) if c else state
+        f = (self.encoder(x).view(b, c, -1) + self.cam_embed).flatten(1)
+        if self.keypoints is not None:
+            kx = x.view(b, c, *x.shape[1:])[:, self.kp_rows].flatten(0, 1)
+            f = torch.cat([f, self.kp_norm(self.keypoints(kx).view(b, -1))], dim=1)
+        if not self.cfg.velocity:
+            state = state[:, : self.cfg.n]
+        h = torch.cat([f, state], dim=1) if c else state
         return self.head(h).view(b, self.cfg.k, self.cfg.n)
 
 

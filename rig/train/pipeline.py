@@ -85,6 +85,10 @@ class TrainReport:
             s = self.success
             out.append(f"closed-loop success in the simulated world: {s['successes']}/{s['trials']} "
                        f"({100 * s['rate']:.0f} %), seeds {s['seeds'][0]}..{s['seeds'][-1]}")
+            d = s.get("demonstrations")
+            if d:
+                out.append(f"  the scripted demonstrations through the same trials: {d['successes']}/{d['trials']} "
+                           "(what right actions score)")
         if self.timings:
             out.append("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
         return out

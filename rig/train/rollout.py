@@ -10,6 +10,7 @@ placement), so N trials are reproducible; success is the world's own check, poll
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -23,6 +24,7 @@ from drivers.dynamixel.errors import DynamixelError
 from recorder.codec import encode_jpeg
 from rig.train import TrainError
 from rig.train.data import _reduction, decode_small
+from rig.train.model import PolicyConfig
 from rig.train.trainer import TrainedPolicy
 
 SUCCESS_POLL_S = 0.25
@@ -71,19 +73,43 @@ def _camera_specs(config, names):
     return specs
 
 
-def evaluate_in_sim(policy: TrainedPolicy, task: str = "transfer_cube", trials: int = 10, seed0: int = 1000,
+def evaluate_in_sim(policy: TrainedPolicy | ScriptedPolicy, task: str = "transfer_cube", trials: int = 10, seed0: int = 1000,
                     seconds: float = 20.0, *, config: str = "sim-aloha", execute: int | None = None,
-                    progress: Callable[[int, TrialResult], None] | None = None) -> RolloutResult:
+                    ensemble: float | None = None, progress: Callable[[int, TrialResult], None] | None = None) -> RolloutResult:
     """Run ``trials`` seeded trials of ``task``; a trial succeeds if the world reports success
-    at any moment within ``seconds``."""
-    from drivers.cameras.sim import SimCamera
-    from rig.arms import Follower
+    at any moment within ``seconds``.
+
+    ``ensemble`` (ACT's temporal ensembling): predict every ``execute`` ticks and send, each tick,
+    the average of every chunk's action for that tick, the older chunks weighted exp(-m * age)
+    heavier, m = ``ensemble``: smoother, and a single bad prediction moves the arm less."""
     from rig.config import load_config
-    from rig.sim.launch import start_world
 
     cfg = load_config(config)
     if cfg.sim is None:
         raise TrainError(f"config {config!r} is not a simulated rig; closed-loop evaluation needs one (sim-aloha)")
+    with _one_torch_thread():
+        return _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress)
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Predictions of one observation gain nothing from more threads, and OpenMP's idle threads
+    spin between them, taking the core the world's physics and cameras need."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress) -> RolloutResult:
+    from drivers.cameras.sim import SimCamera
+    from rig.arms import Follower
+    from rig.sim.launch import start_world
+
     execute = min(policy.cfg.k, execute or max(1, policy.cfg.k // 2))
     t_wall = time.monotonic()
     specs = _camera_specs(cfg, policy.cfg.cameras)
@@ -100,11 +126,13 @@ def evaluate_in_sim(policy: TrainedPolicy, task: str = "transfer_cube", trials: 
             cam = SimCamera(s.name, ring=info["ring"], width=info["width"], height=info["height"], fps=info["fps"])
             cam.start()
             cams.append(cam)
-        loop = _Loop(policy, cfg, followers, cams, execute)
+        loop = _Loop(policy, cfg, followers, cams, execute, ensemble)
         results, errors = [], []
         for i in range(trials):
             seed = seed0 + i
             world.reset(task, seed)
+            if isinstance(policy, ScriptedPolicy):
+                policy.begin(seed)
             time.sleep(SETTLE_S)
             r = loop.trial(world, seed, seconds)
             results.append(r)
@@ -138,9 +166,61 @@ def _retry(fn: Callable[[], None], tries: int = 5, pause_s: float = 1.0) -> None
             time.sleep(pause_s)
 
 
+class ScriptedPolicy:
+    """The simulated world's scripted operator as a policy: the seed's planned leader motion,
+    mapped to follower targets through the leaders' calibrations as teleop maps it.
+
+    Not learned: it is the reference a learned policy is measured against. Run through the
+    same loop, clamps and world, it shows what the success check says of right actions (a
+    0 % policy then means the policy failed, not the harness). ``evaluate_in_sim`` tells it
+    each trial's seed through :meth:`begin`."""
+
+    def __init__(self, task: str = "transfer_cube", config: str = "sim-aloha", k: int = 20):
+        from rig.arms import arm_calibration
+        from rig.config import load_config
+        from rig.sim.scene import SimScene
+
+        cfg = load_config(config)
+        self.task = task
+        self.period_s = 1.0 / cfg.rate_hz
+        self.cals = [arm_calibration(a) for a in cfg.leaders]
+        self.cfg = PolicyConfig(n=sum(len(a.joints) + (1 if a.gripper else 0) for a in cfg.leaders), k=k, cameras=())
+        self.start_q = None
+        self._scene = SimScene(task)
+        self._plan = None
+        self._t0: float | None = None  # the trial's first prediction: the plan's time zero
+
+    def begin(self, seed: int) -> None:
+        from rig.sim.operator import plan_episode
+
+        self._plan = plan_episode(self.task, seed, self._scene)
+        self._t0 = None
+
+    def predict_chunk(self, images: np.ndarray, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        from rig.sim.hardware import ticks_from_angle
+
+        if self._plan is None:
+            raise TrainError("ScriptedPolicy.begin(seed) was not called before the trial")
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        out = np.zeros((self.cfg.k, self.cfg.n), np.float32)
+        for j in range(self.cfg.k):
+            leaders = self._plan.at(now - self._t0 + j * self.period_s)  # (arms, joints + gripper) angles
+            row: list[float] = []
+            for angles, cal in zip(leaders, self.cals):
+                ticks = np.array([ticks_from_angle(a) for a in angles], float)
+                row += [*cal.to_radians(ticks[:cal.n_joints])]
+                if cal.gripper is not None:
+                    row.append(cal.gripper_to_normalized(ticks[cal.n_joints]))
+            out[j] = row
+        return out
+
+
 class _Loop:
-    def __init__(self, policy: TrainedPolicy, cfg, followers, cams, execute: int):
+    def __init__(self, policy: TrainedPolicy | ScriptedPolicy, cfg, followers, cams, execute: int, ensemble: float | None = None):
         self.policy = policy
+        self.ensemble = ensemble
         self.followers = followers
         self.cams = cams
         self.execute = execute
@@ -160,18 +240,23 @@ class _Loop:
         self.max_step = np.array(step)
         self.hw = policy.cfg.image_hw
         self.period_errors: list[int] = []
+        self._small = np.zeros((len(cams), *self.hw, 3), np.uint8)  # the latest frames, decoded
+        self._seen = [-1] * len(cams)  # their frame indices
 
     def _images(self) -> np.ndarray:
-        out = []
-        for cam in self.cams:
+        if not self.cams:
+            return np.zeros((0, *self.hw, 3), np.uint8)
+        for i, cam in enumerate(self.cams):
             frame = cam.latest()
             if frame is None:
                 raise TrainError(f"camera {cam.name!r} of the simulated world delivers no frames")
-            rgb = frame.data
+            if self._seen[i] == frame.index:
+                continue  # cameras run at 15 fps, predictions up to every tick: decode a frame once
             # the same JPEG round trip and down-scaling as the recorded training frames
-            blob = encode_jpeg(rgb) if frame.encoding == "rgb8" else bytes(frame.data)
-            out.append(decode_small(blob, self.hw, _reduction(cam.width, cam.height, self.hw)))
-        return np.stack(out)
+            blob = encode_jpeg(frame.data) if frame.encoding == "rgb8" else bytes(frame.data)
+            self._small[i] = decode_small(blob, self.hw, _reduction(cam.width, cam.height, self.hw))
+            self._seen[i] = frame.index
+        return self._small
 
     def _read(self, q: np.ndarray, dq: np.ndarray) -> int:
         missed = 0
@@ -235,6 +320,7 @@ class _Loop:
         n_ticks = int(seconds * 1e9 / self.period_ns)
         start = time.monotonic_ns() + self.period_ns
         chunk, j = None, 0
+        chunks: collections.deque = collections.deque(maxlen=self.policy.cfg.k)  # (tick predicted at, chunk)
         late = missed = ticks = skipped = 0
         self.period_errors = []
         k = 0
@@ -257,7 +343,10 @@ class _Loop:
                 missed += self._read(q, dq)
                 if chunk is None or j >= self.execute:
                     chunk, j = self.policy.predict_chunk(self._images(), q.astype(np.float32), dq.astype(np.float32)), 0
-                want = np.clip(chunk[j], self.lower, self.upper)
+                    if self.ensemble is not None:
+                        chunks.append((k, chunk))
+                want = chunk[j] if self.ensemble is None else _ensembled(chunks, k, self.ensemble)
+                want = np.clip(want, self.lower, self.upper)
                 j += 1
                 target += np.clip(want - target, -self.max_step, self.max_step)
                 for f, sl in zip(self.followers, self.slices):
@@ -272,3 +361,14 @@ class _Loop:
                 f.go_cold()
         ok = bool(t_success)
         return TrialResult(seed, ok, round(t_success[0], 2) if ok else None, ticks, skipped, late, missed)
+
+
+def _ensembled(chunks, k: int, m: float) -> np.ndarray:
+    """The action for tick ``k``: every chunk that covers it, oldest weighted heaviest (as ACT)."""
+    acts, ws = [], []
+    for age, (k0, c) in enumerate(chunks):
+        if 0 <= k - k0 < len(c):
+            acts.append(c[k - k0])
+            ws.append(np.exp(-m * age))
+    w = np.asarray(ws)
+    return (np.asarray(acts) * w[:, None]).sum(0) / w.sum()

@@ -43,6 +43,9 @@ class TrainConfig:
     overrun: float | None = None
     width: int = 32
     hidden: int = 256
+    keypoints: int = 0  # spatial-softmax keypoints on the scene cameras (0: none)
+    keypoint_cameras: tuple[str, ...] = ("top",)  # fixed views of the workspace; never shifted
+    velocity: bool = True  # joint velocities as inputs
 
 
 def pick_device(name: str = "auto") -> str:
@@ -115,8 +118,10 @@ class TrainedPolicy:
 class _Batches:
     """Samples on the training device; batches drawn from a seeded generator."""
 
-    def __init__(self, s: Samples, norm: Normalizer, device: str):
+    def __init__(self, s: Samples, norm: Normalizer, device: str, still: Sequence[str] = ()):
         self.s = s
+        # random shifts would move what keypoint cameras locate: only the others are shifted
+        self.moving = [i for i, c in enumerate(s.cameras) if c not in still]
         self.device = device
         t = torch.from_numpy
         self.q = t(norm.state(s.q, s.dq)).to(device)
@@ -130,8 +135,11 @@ class _Batches:
         idx_t = torch.as_tensor(idx, device=self.device)
         if self.frames:
             imgs = torch.stack([f[r[idx_t]] for f, r in zip(self.frames, self.rows)], dim=1)  # (B, C, 3, H, W)
-            if shift is not None:
-                imgs = _shift(imgs, *shift)
+            if shift is not None and self.moving:
+                if len(self.moving) == imgs.shape[1]:
+                    imgs = _shift(imgs, *shift)
+                else:
+                    imgs[:, self.moving] = _shift(imgs[:, self.moving], *shift)
         else:
             imgs = torch.zeros((len(idx), 0, 3, 1, 1), dtype=torch.uint8, device=self.device)
         return imgs, self.q[idx_t], self.target[idx_t]
@@ -191,13 +199,17 @@ def train_policy(episodes: Sequence[EpisodeData], cfg: TrainConfig, *, init: Tra
     norm = Normalizer.fit(samples.q, samples.dq, samples.chunk)
     pcfg = PolicyConfig(n=samples.q.shape[1], k=cfg.k, cameras=tuple(samples.cameras),
                         image_hw=tuple(next(iter(samples.frames.values())).shape[1:3]) if samples.frames else (60, 80),
-                        width=cfg.width, hidden=cfg.hidden)
+                        width=cfg.width, hidden=cfg.hidden, keypoints=cfg.keypoints,
+                        keypoint_cameras=tuple(cfg.keypoint_cameras), velocity=cfg.velocity)
+    if cfg.keypoints and not set(cfg.keypoint_cameras) & set(pcfg.cameras):
+        raise TrainError(f"keypoints asked for on cameras {list(cfg.keypoint_cameras)}, but the episodes have "
+                         f"{list(pcfg.cameras)}; name a fixed camera that sees the workspace (--keypoint-cameras)")
     torch.manual_seed(cfg.seed)
     model = Policy(pcfg)
     if init is not None and init.cfg == pcfg:
         model.load_state_dict(init.model.state_dict())
     model.to(device).train()
-    batches = _Batches(samples, norm, device)
+    batches = _Batches(samples, norm, device, still=pcfg.keypoint_cameras if pcfg.keypoints else ())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.steps
     if steps is None:
