@@ -4,7 +4,7 @@ closed-loop success rate in the simulated world.
     python benchmarks/bench_train.py --dataset50 data/tc50.zarr --json bench_train.json
     python benchmarks/bench_train.py --record --data /tmp/bench-train      # records the data first
 
-Sections (all by default; pick with --only latency,loop,success):
+Sections (all by default; pick with --only latency,loop,success,demo):
 - latency: 10 kept episodes of 20 s. A BackgroundTrainer (nice 10, one thread, as beside a
   session) trains on 9; then the 10th is kept and notify_new_episode() called: the time until the
   status carries a result on 10 episodes is "stop to first feedback" (goal <= 60 s). The cold
@@ -13,6 +13,8 @@ Sections (all by default; pick with --only latency,loop,success):
   BackgroundTrainer training the whole time: p50/p99 period error, achieved rate, skipped ticks.
 - success: train on all kept episodes of --dataset50 with the quick budget and with --long-budget,
   run each closed-loop in the simulated world on --trials seeded trials (seeds 1000...).
+- demo: the same trials driven by each seed's scripted demonstration (ScriptedPolicy) through the
+  same loop: what right actions score, the reference for the policies' rate.
 """
 
 from __future__ import annotations
@@ -179,12 +181,24 @@ def bench_success(src: Path, budgets: list[float | int], trials: int, seconds: f
     return out
 
 
+def bench_demo(trials: int, seconds: float) -> dict:
+    from rig.train.rollout import ScriptedPolicy, evaluate_in_sim
+
+    res = evaluate_in_sim(ScriptedPolicy("transfer_cube"), "transfer_cube", trials, 1000, seconds,
+                          progress=lambda i, r: print(f"    trial {i}: {'ok' if r.success else '--'}", flush=True))
+    t = [r.t_success_s for r in res.per_trial if r.success]
+    return {"trials": res.trials, "successes": res.successes, "success_rate": res.rate,
+            "t_success_s_min_max": [min(t), max(t)] if t else None,
+            "rollout_p99_period_error_ms": round(res.p99_period_error_ms, 2),
+            "skipped_ticks": sum(r.skipped_ticks for r in res.per_trial)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("/tmp/bench-train"))
     ap.add_argument("--dataset50", type=Path, default=None, help="50 scripted transfer-cube episodes of 20 s")
     ap.add_argument("--record", action="store_true", help="record the dataset first (about 20 min)")
-    ap.add_argument("--only", default="latency,loop,success")
+    ap.add_argument("--only", default="latency,loop,success,demo")
     ap.add_argument("--budget", type=float, default=45.0)
     ap.add_argument("--long-steps", type=int, default=8000, help="the longer run: a fixed step count")
     ap.add_argument("--skip-quick", action="store_true", help="success: only the longer run")
@@ -211,6 +225,10 @@ def main() -> int:
         print("success: closed-loop transfer-cube in the simulated world", flush=True)
         budgets = ([] if args.skip_quick else [args.budget]) + [args.long_steps]
         res["success"] = bench_success(src, budgets, args.trials, args.trial_seconds)
+    if "demo" in only:
+        print("demo: the scripted demonstrations through the same trials", flush=True)
+        res["demo"] = bench_demo(args.trials, args.trial_seconds)
+        print(f"  -> {res['demo']}", flush=True)
     res["machine"]["loadavg_at_end"] = os.getloadavg()
     print(json.dumps(res, indent=1))
     if args.json:
