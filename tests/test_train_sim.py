@@ -120,6 +120,12 @@ def test_rig_train_with_keypoints_ensembling_and_the_demonstration_reference(sim
     assert t["ticks"] + t["skipped_ticks"] >= 500 and t["skipped_ticks"] < 50
 
 
+def test_eval_options_without_trials_are_a_clear_error(sim_dataset):
+    r = subprocess.run([sys.executable, "-m", "rig", "train", str(sim_dataset), "--eval-demo"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "add --eval-trials N" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_rig_train_without_torch_says_how_to_install(sim_dataset):
     code = ("import sys; sys.modules['torch'] = None; from rig.cli import main; "
             f"sys.exit(main(['train', {str(sim_dataset)!r}]))")

@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from rig.train.pipeline import run_pipeline
     from rig.train.trainer import TrainConfig
 
+    if (args.eval_demo or args.ensemble is not None) and args.eval_trials <= 0:
+        raise TrainError("--eval-demo and --ensemble act on the closed-loop trials: add --eval-trials N")
     cams = tuple(c.strip() for c in args.keypoint_cameras.split(",") if c.strip())
     cfg = TrainConfig(seed=args.seed, budget_s=args.budget, steps=args.steps, device=args.device,
                       keypoints=max(0, args.keypoints), keypoint_cameras=cams, velocity=not args.no_velocity)
