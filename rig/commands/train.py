@@ -107,9 +107,8 @@ def run(args: argparse.Namespace) -> int:
             outcome = f"success at {r.t_success_s:.1f} s" if r.success else "failure"
             print(f"  trial {i + 1} (seed {r.seed}): {outcome}", flush=True)
 
-        execute = 1 if args.ensemble is not None else None
-        res = evaluate_in_sim(policy, task, args.eval_trials, args.eval_seed, seconds, execute=execute,
-                              ensemble=args.ensemble, progress=trial)
+        res = evaluate_in_sim(policy, task, args.eval_trials, args.eval_seed, seconds, ensemble=args.ensemble,
+                              progress=trial)
         report.success = res.to_dict()
         if args.eval_demo:
             from rig.train.rollout import ScriptedPolicy

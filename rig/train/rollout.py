@@ -79,7 +79,7 @@ def evaluate_in_sim(policy: TrainedPolicy | ScriptedPolicy, task: str = "transfe
     """Run ``trials`` seeded trials of ``task``; a trial succeeds if the world reports success
     at any moment within ``seconds``.
 
-    ``ensemble`` (ACT's temporal ensembling): predict every ``execute`` ticks and send, each tick,
+    ``ensemble`` (ACT's temporal ensembling): predict every ``execute`` ticks (default 1) and send, each tick,
     the average of every chunk's action for that tick, the older chunks weighted exp(-m * age)
     heavier, m = ``ensemble``: smoother, and a single bad prediction moves the arm less."""
     from rig.config import load_config
@@ -110,7 +110,8 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
     from rig.arms import Follower
     from rig.sim.launch import start_world
 
-    execute = min(policy.cfg.k, execute or max(1, policy.cfg.k // 2))
+    # ensembling averages overlapping chunks: by default a new one every tick, as ACT
+    execute = min(policy.cfg.k, execute or (1 if ensemble is not None else max(1, policy.cfg.k // 2)))
     t_wall = time.monotonic()
     specs = _camera_specs(cfg, policy.cfg.cameras)
     world = start_world(task, seed0, cameras=specs, operator=False, ring_prefix=f"rig-eval-{os.getpid()}-")
@@ -184,7 +185,7 @@ class ScriptedPolicy:
         self.task = task
         self.period_s = 1.0 / cfg.rate_hz
         self.cals = [arm_calibration(a) for a in cfg.leaders]
-        self.cfg = PolicyConfig(n=sum(len(a.joints) + (1 if a.gripper else 0) for a in cfg.leaders), k=k, cameras=())
+        self.cfg = PolicyConfig(n=sum(a.n_values for a in cfg.leaders), k=k, cameras=())
         self.start_q = None
         self._scene = SimScene(task)
         self._plan = None
