@@ -104,8 +104,8 @@ def inspect_episode(
     attrs = ep.attrs
     info = ep.info
     tick_stream = tick_stream or pick_tick_stream(ep)
-    all_t = [ep.group[f"{layout.STREAMS}/{n}"][T_NS][:] for n in ep.streams]
-    all_t += [ep.group[f"{layout.CAMERAS}/{c}"][T_NS][:] for c in ep.cameras]
+    all_t = [ep.read_stream(n)[T_NS] for n in ep.streams]  # checked reads: damage is named, never zeros
+    all_t += [ep.frame_times(c)[T_NS] for c in ep.cameras]
     firsts = [int(t[0]) for t in all_t if t.size]
     lasts = [int(t[-1]) for t in all_t if t.size]
     # The episode spans from start() to stop(), or to the last sample after a crash/recovery.

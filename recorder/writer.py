@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
-import socket
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,13 +28,13 @@ import zarr
 
 from recorder import layout
 from recorder.codec import DEFAULT_JPEG_QUALITY, encode_jpeg, jpeg_backend
-from recorder.errors import DiskFullError, RecorderError
+from recorder.errors import DiskFullError, RecorderError, fs_error
+from recorder.identity import active_writers, identity
+from recorder.integrity import ARRAY_CONFIG, checksum_codecs
 from recorder.layout import T_NS, Status
+from recorder.repair import recover_episode_dir, remove_episode_dir
 
 GROW_CHUNKS = 10  # arrays grow 10 chunks (~10 s) at a time while recording
-
-# Episode directories that a writer in this process still has open (for find_incomplete).
-_ACTIVE: weakref.WeakValueDictionary[str, EpisodeWriter] = weakref.WeakValueDictionary()
 
 
 @dataclass(frozen=True)
@@ -99,24 +96,15 @@ class _Camera:
     encodings: set = field(default_factory=set)
 
 
-def _software_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("rig")
-    except Exception:
-        return "unknown"
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def writer_identity() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id()}
+def _new_array(
+    grp: zarr.Group, name: str, chunks: tuple[int, ...], dtype: Any, fill: Any, compress: bool = True
+) -> zarr.Array:
+    """An empty array along time whose every chunk carries a CRC-32C (see recorder.integrity)."""
+    kw: dict[str, Any] = {} if fill is None else {"fill_value": fill}
+    return grp.create_array(
+        name, shape=(0, *chunks[1:]), chunks=chunks, dtype=dtype, compressors=checksum_codecs(compress),
+        config=ARRAY_CONFIG, **kw,
+    )
 
 
 def write_columns(
@@ -165,6 +153,7 @@ class EpisodeWriter:
         self._started = False
         self._stopped = False
         self._error: RecorderError | None = None
+        self._abandoned = False
         self._on_error = on_error
         self._pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
@@ -174,7 +163,7 @@ class EpisodeWriter:
         self.stop_ns = 0
         self.flushes = 0
         self.flush_seconds = 0.0  # writer-thread time spent writing (cost of crash safety)
-        _ACTIVE[str(path)] = self
+        active_writers[str(path)] = self
 
     # ---- declaration -------------------------------------------------------------------------
     def add_stream(
@@ -192,16 +181,17 @@ class EpisodeWriter:
             shp = (shape,) if isinstance(shape, int) else tuple(shape)
             spec[fname] = (shp, np.dtype(dtype))
         chunk_len = max(1, round(rate_hz * self.options.chunk_s))
-        grp = self._group.require_group(layout.STREAMS).create_group(name)
-        grp.update_attributes(
-            {"rate_hz": float(rate_hz), "fields": {k: [list(s), d.str] for k, (s, d) in spec.items()}}
-        )
         arrays: dict[str, zarr.Array] = {}
-        for fname, (shp, dt) in spec.items():
-            arrays[fname] = grp.create_array(
-                fname, shape=(0, *shp), chunks=(chunk_len, *shp), dtype=dt, fill_value=0
+        try:
+            grp = self._group.require_group(layout.STREAMS).create_group(name)
+            grp.update_attributes(
+                {"rate_hz": float(rate_hz), "fields": {k: [list(s), d.str] for k, (s, d) in spec.items()}}
             )
-        arrays[T_NS] = grp.create_array(T_NS, shape=(0,), chunks=(chunk_len,), dtype="i8", fill_value=0)
+            for fname, (shp, dt) in spec.items():
+                arrays[fname] = _new_array(grp, fname, (chunk_len, *shp), dt, 0)
+            arrays[T_NS] = _new_array(grp, T_NS, (chunk_len,), "i8", 0)
+        except OSError as e:
+            raise self._abandon(e, f"declaring stream {name!r}") from None
         pending = max(2, int(np.ceil(self.options.max_pending_s / self.options.chunk_s)))
         st = _Stream(name, spec, chunk_len, pending, arrays)
         st.block = st.new_block()
@@ -213,26 +203,32 @@ class EpisodeWriter:
         if name in self._cameras:
             raise RecorderError(f"camera {name!r} is declared twice")
         chunk_len = max(1, round(fps * self.options.chunk_s))
-        grp = self._group.require_group(layout.CAMERAS).create_group(name)
-        grp.update_attributes({"fps": float(fps), "encoding": "jpeg"})
-        # variable-length bytes, one JPEG file per element; no compressor (JPEG does not shrink)
-        frames = grp.create_array(
-            layout.FRAMES, shape=(0,), chunks=(chunk_len,), dtype="bytes", compressors=None
-        )
-        arrays = {
-            layout.FRAMES: frames,
-            layout.INDEX: grp.create_array(
-                layout.INDEX, shape=(0,), chunks=(chunk_len,), dtype="i8", fill_value=-1
-            ),
-            layout.T_DEVICE_NS: grp.create_array(
-                layout.T_DEVICE_NS, shape=(0,), chunks=(chunk_len,), dtype="i8", fill_value=-1
-            ),
-            T_NS: grp.create_array(T_NS, shape=(0,), chunks=(chunk_len,), dtype="i8", fill_value=0),
-        }
+        try:
+            grp = self._group.require_group(layout.CAMERAS).create_group(name)
+            grp.update_attributes({"fps": float(fps), "encoding": "jpeg"})
+            # variable-length bytes, one JPEG file per element; no compressor (JPEG does not shrink)
+            arrays = {
+                layout.FRAMES: _new_array(grp, layout.FRAMES, (chunk_len,), "bytes", None, compress=False),
+                layout.INDEX: _new_array(grp, layout.INDEX, (chunk_len,), "i8", -1),
+                layout.T_DEVICE_NS: _new_array(grp, layout.T_DEVICE_NS, (chunk_len,), "i8", -1),
+                T_NS: _new_array(grp, T_NS, (chunk_len,), "i8", 0),
+            }
+        except OSError as e:
+            raise self._abandon(e, f"declaring camera {name!r}") from None
         pending = max(4, int(fps * self.options.max_pending_s))
         self._cameras[name] = _Camera(name, chunk_len, pending, arrays, float(fps))
 
+    def _abandon(self, e: OSError, doing: str) -> RecorderError:
+        """A write failed before any data was taken: remove the empty episode, so a full or
+        read-only disk leaves no phantom ``recording`` episode behind (nothing is lost)."""
+        self._abandoned = True
+        active_writers.pop(str(self.path), None)
+        remove_episode_dir(self.path)
+        return fs_error(e, f"{doing} of episode {self.index}", self.path.parent.parent)
+
     def _check_not_started(self, what: str) -> None:
+        if self._abandoned:
+            raise RecorderError(f"episode {self.index} was abandoned after a write failed; make a new episode")
         if self._started:
             raise RecorderError(
                 f"{what}() must be called before start(); declare every stream and camera first"
@@ -242,16 +238,20 @@ class EpisodeWriter:
     def start(self) -> EpisodeWriter:
         if self._started:
             raise RecorderError(f"episode {self.index} was already started; make a new episode per take")
-        self._started = True
+        self._check_not_started("start")
         self.start_ns = time.monotonic_ns()
-        self._group.update_attributes(
-            {
-                "status": Status.RECORDING.value,
-                "start_wall": datetime.now(UTC).isoformat(),
-                "start_monotonic_ns": self.start_ns,
-                "writer": writer_identity(),
-            }
-        )
+        try:
+            self._group.update_attributes(
+                {
+                    "status": Status.RECORDING.value,
+                    "start_wall": datetime.now(UTC).isoformat(),
+                    "start_monotonic_ns": self.start_ns,
+                    "writer": identity(),
+                }
+            )
+        except OSError as e:
+            raise self._abandon(e, "starting") from None
+        self._started = True
         if self._cameras:
             self._pool = ThreadPoolExecutor(
                 max_workers=max(1, self.options.encoder_threads), thread_name_prefix="rig-jpeg"
@@ -380,6 +380,11 @@ class EpisodeWriter:
                 self._on_error(self._error)
 
     def _as_error(self, e: BaseException) -> RecorderError:
+        if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, None):
+            err0 = fs_error(e, f"recording episode {self.index} (data flushed before this point is kept)",
+                            self.path)
+            err0.__cause__ = e
+            return err0
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             err: RecorderError = DiskFullError(
                 f"disk full while recording episode {self.index} in {self.path.parent.parent}: recording "
@@ -507,13 +512,11 @@ class EpisodeWriter:
         self._thread.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        _ACTIVE.pop(str(self.path), None)
+        active_writers.pop(str(self.path), None)
         stats = self.stats()
         if self._error is not None:
-            from recorder.dataset import recover_episode_dir
-
             with contextlib.suppress(Exception):  # the disk may still be full; recover() later
-                recover_episode_dir(self.path, note=str(self._error))
+                recover_episode_dir(self.path, note=str(self._error), index=self.index)
             raise self._error
         try:  # the disk can fill up right here too: report it the same way
             for st in self._streams.values():

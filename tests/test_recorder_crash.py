@@ -197,6 +197,7 @@ def test_real_full_tmpfs(tmp_path):
         n = min(e.num_frames("noise"), len(e.frame_times("noise")["t_ns"]))
         assert n > 0
         assert e.read_frame("noise", 0).shape == (240, 320, 3)
+        ds.close()  # the writer lock's file is open until then: umount would be refused (EBUSY)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
 

@@ -165,9 +165,9 @@ def test_recovery_prompt(tmp_path):
             ep.append("joints", i + 1, q=[i, i])
         ep._stop_evt.set()  # stand-in for a crash: the writer ends without stop()
         ep._thread.join()
-        from recorder.writer import _ACTIVE
+        from recorder.identity import active_writers
 
-        _ACTIVE.pop(str(ep.path))
+        active_writers.pop(str(ep.path))
     said: list[str] = []
     assert check_incomplete(tmp_path / "ds", out=said.append) == {0: "left", 1: "left", 2: "left"}
     assert "--recover 0" in said[0]
