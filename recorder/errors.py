@@ -33,8 +33,8 @@ def fs_error(exc: OSError, doing: str, path: object) -> RecorderError:
     code = exc.errno
     if code == errno.ENOSPC or code == errno.EDQUOT:
         return DiskFullError(
-            f"disk full while {doing} ({path}): nothing already recorded was lost. Free space or use a dataset "
-            f"on another disk."
+            f"disk full while {doing} ({path}): nothing already recorded was lost. Free space, or use "
+            f"another disk."
         )
     if code == errno.EROFS:
         return ReadOnlyDatasetError(

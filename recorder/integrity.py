@@ -104,15 +104,22 @@ def check_rows(
         return out
     c = int(arr.chunks[0])
     limit = n if valid is None else min(valid, n)
-    for k in _chunk_range(arr, start, stop):
-        if has_checksum(arr) and k * c < limit and not _chunk_exists(arr, k):
-            out.append(Damage(episode, name, k, "chunk file missing (it would read back as fill values)"))
-            continue
-        if read:
-            try:
-                arr[k * c : min((k + 1) * c, n)]
-            except Exception as exc:  # any failure to decode stored bytes is damage
-                out.append(Damage(episode, name, k, _short(exc)))
+    checked = has_checksum(arr)
+    missing = {k for k in _chunk_range(arr, start, min(stop, limit)) if checked and not _chunk_exists(arr, k)}
+    out.extend(
+        Damage(episode, name, k, "chunk file missing (it would read back as fill values)") for k in sorted(missing)
+    )
+    if read:
+        try:
+            arr[start:stop]  # one read decodes (and checksums) every chunk; chunk by chunk only on failure
+        except Exception:
+            for k in _chunk_range(arr, start, stop):
+                if k in missing:
+                    continue
+                try:
+                    arr[k * c : min((k + 1) * c, n)]
+                except Exception as exc:  # any failure to decode stored bytes is damage
+                    out.append(Damage(episode, name, k, _short(exc)))
     return out
 
 

@@ -67,7 +67,7 @@ def test_export_reads_back_like_act(tmp_path):
     record(ds, success=False)  # failed takes are left out by default
     record(ds, n_ticks=30)
     out = tmp_path / "aloha"
-    paths = export_dataset(ds, out)
+    paths = export_dataset(ds, out).paths
     assert [p.name for p in paths] == ["episode_0.hdf5", "episode_1.hdf5"]
     with h5py.File(out / "episode_1.hdf5", "r") as root:  # exactly ACT's loader calls
         is_sim = root.attrs["sim"]

@@ -18,6 +18,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from recorder import Dataset, RecorderError, Status
 
     ds = Dataset(args.dataset)
@@ -33,10 +35,15 @@ def run(args: argparse.Namespace) -> int:
         if word not in values:
             raise RecorderError(f"--success takes yes, no or unset, not {word!r}")
         ds.set_success(int(n), values[word])
-    infos = ds.episodes()
+    infos, damage = ds.scan()
+    # quick check of every listed episode: all chunks present, tick streams' checksums (not the frames)
+    for i in infos:
+        damage.extend(ds.verify(i.index, deep=False))
+    bad = {d.episode for d in damage}
     if args.json:
-        print(json.dumps([{**i.__dict__, "path": str(i.path), "flags": i.flags} for i in infos], indent=1))
-        return 0
+        print(json.dumps([{**i.__dict__, "path": str(i.path), "flags": i.flags + (["damaged"] if i.index in bad else
+                                                                                   [])} for i in infos], indent=1))
+        return _report(damage, sys.stderr)
     cams = sorted({c for i in infos for c in i.camera_counts})
     header = ["index", "status", "success", "duration_s", *[f"frames:{c}" for c in cams], "flags"]
     rows = [
@@ -46,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             {True: "yes", False: "no", None: "-"}[i.success],
             f"{i.duration_s:.1f}",
             *[str(i.camera_counts.get(c, "-")) for c in cams],
-            " ".join(i.flags),
+            " ".join(i.flags + (["damaged"] if i.index in bad else [])),
         ]
         for i in infos
     ]
@@ -55,4 +62,11 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
     if not rows:
         print(f"(no episodes in {args.dataset})")
-    return 0
+    return _report(damage, sys.stderr)
+
+
+def _report(damage, err) -> int:
+    """One line per damaged thing; exit 2 when there is any (`rig verify` also reads the frames)."""
+    for d in damage:
+        print(f"rig: damaged: {d}", file=err)
+    return 2 if damage else 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from drivers.errors import RigError
 
 
 def register(subparsers) -> None:
@@ -22,14 +25,30 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recorder.export_hdf5 import AlohaMapping, export_dataset
+    import sys
+
+    from recorder.export_hdf5 import AlohaMapping, export_dataset, hdf5_left_broken
 
     mapping = AlohaMapping(args.stream, args.qpos, args.qvel, args.effort, args.action)
     cams = [c for c in args.cameras.split(",") if c] if args.cameras else None
-    paths = export_dataset(
-        args.dataset, args.out, mapping, cams, include_failed=args.include_failed, sim=args.sim
-    )
-    for p in paths:
+    try:
+        report = export_dataset(args.dataset, args.out, mapping, cams, include_failed=args.include_failed,
+                                sim=args.sim, say=lambda line: print(f"rig: {line}", file=sys.stderr))
+    except RigError as exc:
+        if not hdf5_left_broken():
+            raise
+        # HDF5 could not close a file on a disk filled mid-write and would crash at exit: leave now.
+        print(f"rig: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
+    return _summary(report, args.out)
+
+
+def _summary(report, out) -> int:
+    """The exported paths, one count line, exit 2 when an episode was skipped (each named above)."""
+    for p in report.paths:
         print(p)
-    print(f"exported {len(paths)} episode(s) to {args.out}")
-    return 0
+    kept = f", {len(report.kept)} already there from an earlier run" if report.kept else ""
+    skipped = f", skipped {len(report.skipped)}" if report.skipped else ""
+    print(f"exported {len(report.paths)} episode(s) to {out}{kept}{skipped}")
+    return 2 if report.skipped else 0

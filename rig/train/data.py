@@ -9,6 +9,7 @@ reduced size straight from the JPEG (libjpeg scales in the DCT), and kept per ep
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from recorder import Dataset, RecorderError, align_frames_to_ticks
+from recorder import DamagedEpisodeError, Dataset, RecorderError, align_frames_to_ticks
 from rig.train import TrainError
 
 JOINTS = "joints"
@@ -149,7 +150,10 @@ class EpisodeData:
 def kept_episodes(dataset: Dataset, task: str | None = None) -> list[int]:
     """Indices of complete (kept) episodes, of ``task`` if given; discarded/recovered/recording are left out."""
     out = []
-    for info in dataset.episodes():
+    infos, damage = dataset.scan()  # an episode whose metadata is damaged is named and left out
+    for d in damage:
+        print(f"rig: skipping {d}", file=sys.stderr)
+    for info in infos:
         if info.status != "complete":
             continue
         if task and info.task != task:
@@ -166,6 +170,8 @@ def load_episode(dataset: Dataset, index: int, *, cameras: Sequence[str] | None 
         ep = dataset.episode(index)
         attrs = ep.attrs
         s = ep.read_stream(JOINTS)
+    except DamagedEpisodeError:
+        raise  # EpisodeCache skips it with one line
     except (RecorderError, KeyError) as exc:
         raise TrainError(f"episode {index} of {dataset.path} has no readable {JOINTS!r} stream ({exc}); "
                          "discard it with `rig episodes DATASET --discard N`") from None
@@ -233,6 +239,7 @@ class EpisodeCache:
     image_hw: tuple[int, int] = DEFAULT_IMAGE_HW
     threads: int = 2
     episodes: dict[int, EpisodeData] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)  # damaged episodes: never trained on as zeros
 
     def load(self, path: str | Path, task: str | None = None) -> list[EpisodeData]:
         dataset = Dataset(path)
@@ -242,8 +249,14 @@ class EpisodeCache:
             a = dataset.info(i)
             have = self.episodes.get(i)
             if have is None or have.key[1:] != (a.status, a.stream_counts.get(JOINTS)):
-                have = self.episodes[i] = load_episode(dataset, i, cameras=self.cameras, image_hw=self.image_hw,
-                                                       threads=self.threads)
+                try:
+                    have = self.episodes[i] = load_episode(dataset, i, cameras=self.cameras,
+                                                           image_hw=self.image_hw, threads=self.threads)
+                except DamagedEpisodeError as exc:
+                    if self.skipped.get(i) != str(exc):
+                        print(f"rig: skipping {exc}", file=sys.stderr)
+                    self.skipped[i] = str(exc)
+                    continue
             out.append(have)
         for i in set(self.episodes) - set(wanted):
             del self.episodes[i]
