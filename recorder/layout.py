@@ -8,6 +8,10 @@ DATASET/                         zarr v3 group, attrs["rig_dataset"] = {"format"
     cameras/<cam>/t_ns           (N,) int64 host monotonic ns
     cameras/<cam>/t_device_ns    (N,) int64 camera clock ns, -1 where the camera has none
     cameras/<cam>/index          (N,) int64 driver frame counter (gaps = drops)
+  .rig-writer.lock               the recorder's lock (recorder.lock): who records here now
+
+Every array's codec chain ends in zarr v3's ``crc32c`` and every chunk is stored, even an
+all-fill one (recorder.integrity); episode attrs["checksum"] = "crc32c" says so for listing.
 """
 
 from __future__ import annotations
