@@ -52,10 +52,12 @@ class DamagedEpisodeError(RecorderError):
     """An episode whose stored bytes fail their checksum, lack a chunk or cannot be parsed."""
 
     def __init__(self, damage: Damage) -> None:
-        super().__init__(
-            f"{damage}; run `rig verify DATASET` for every damaged chunk, then restore the episode from a copy "
-            f"or discard it with `rig episodes DATASET --discard {damage.episode}`"
-        )
+        if damage.array == "zarr.json":  # the episode's own metadata: --discard cannot write to it
+            fix = f"restore it from a copy or move its directory (episodes/{damage.episode:06d}) out of the dataset"
+        else:
+            fix = (f"run `rig verify DATASET` for every damaged chunk, then restore the episode from a copy or "
+                   f"discard it with `rig episodes DATASET --discard {damage.episode}`")
+        super().__init__(f"{damage}; {fix}")
         self.damage = damage
 
 
