@@ -154,7 +154,7 @@ def open_node(path: Path, episode: int, name: str, opener: Callable[..., Any], *
         return opener(str(path), **kw)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
         meta = f"{name}/zarr.json" if name else "zarr.json"
-        raise DamagedEpisodeError(Damage(episode, meta, None, f"metadata unreadable ({_short(exc)})")) from None
+        raise DamagedEpisodeError(Damage(episode, meta, None, f"metadata unreadable ({type(exc).__name__})")) from None
 
 
 def iter_arrays(episode_dir: Path) -> Iterator[str]:
