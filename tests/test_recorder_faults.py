@@ -351,3 +351,49 @@ def test_export_to_a_full_disk_is_one_line_leaves_nothing_partial_and_a_rerun_co
     for i, rig_index in enumerate(range(4)):
         with h5py.File(out / f"episode_{i}.hdf5") as f:
             assert f.attrs["rig_episode"] == rig_index and f["/observations/qpos"].shape == (100, 14)
+
+
+DEV_FULL = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import recorder.export_hdf5 as e
+    out = Path(sys.argv[2])
+    # The temp name leads to /dev/full (the kernel's always-full device: every write is ENOSPC).
+    e.clean_leftovers = lambda d: os.symlink("/dev/full", out / "episode_0.hdf5.rig-tmp")
+    from rig.cli import main
+    sys.exit(main(["export", sys.argv[1], str(out)]))
+    """
+)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_export_hitting_enospc_mid_write_without_mount(tmp_path):
+    """Without mount privileges: a real ENOSPC from /dev/full inside h5py's writes (past the
+    free-space check), which used to end in a segfault."""
+    path = tmp_path / "ds"
+    record(Dataset.create(path), n_ticks=20)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", DEV_FULL, str(path), str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    assert one_line(r.stderr).startswith("rig: disk full while writing episode_0.hdf5")
+    assert list(out.iterdir()) == []  # the temp name is gone, no episode_0.hdf5
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="chmod does not stop root; the read-only tmpfs test covers root")
+def test_dataset_without_write_permission_reads_and_says_so(tmp_path, capsys):
+    path = tmp_path / "ds"
+    record(Dataset.create(path), n_ticks=20)
+    for p in [path, *path.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        rc, out, _ = run(capsys, "episodes", path)
+        assert rc == 0 and out.splitlines()[1].split()[:2] == ["0", "complete"]
+        rc, _, err = run(capsys, "episodes", path, "--discard", 0)
+        assert rc == 2 and "permission denied" in one_line(err)
+    finally:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
