@@ -39,5 +39,7 @@ def run(args: argparse.Namespace) -> int:
     summary = f"{args.dataset}: {len(indices)} episode(s): {ok} verified, {len(damaged)} damaged"
     if unverified:
         summary += f", {len(unverified)} unverified (recorded before checksums: {unverified})"
+    if args.quick:
+        summary += " (quick: camera frames present but not read)"
     print(summary)
     return 2 if damaged else 0
