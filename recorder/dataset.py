@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -384,7 +385,7 @@ class Dataset:
                 os.rename(tmp, path)
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
-                if path.exists() and e.errno in (39, 17):  # ENOTEMPTY / EEXIST
+                if path.exists() and e.errno in (errno.ENOTEMPTY, errno.EEXIST):
                     raise RecorderError(
                         f"episode {index} already exists in {self.path}; another process wrote it without the "
                         f"dataset lock. Record one session per dataset at a time."
