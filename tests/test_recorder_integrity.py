@@ -65,6 +65,10 @@ def test_a_byte_flip_in_any_chunk_is_named_by_verify(tmp_path, capsys):
     assert rc == 2
     assert f"episode 0: {array} chunk {chunk}: checksum mismatch" in out
     assert "1 episode(s): 0 verified, 1 damaged" in out
+    frames = next(x for x in files if x[1] == "cameras/cam_left_wrist/frames")
+    flip(frames[0])
+    rc, _, err = run(capsys, "inspect", tmp_path / "ds", "0")
+    assert rc == 2 and f"rig: damaged: episode 0: cameras/cam_left_wrist/frames chunk {frames[2]}: checksum" in err
 
 
 def test_flipped_bytes_never_read_as_values(tmp_path):
