@@ -180,7 +180,7 @@ def test_garbage_to_device_is_reported_and_survived(gripper):
 def test_monitor_command_prints_live_values(standin, capsys):
     import argparse
 
-    from drivers.gripper.tool import register
+    from rig.commands.gripper import register
 
     sim = standin()
     sim.command("jaw 0.25")
