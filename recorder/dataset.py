@@ -108,7 +108,7 @@ def _duration_from_arrays(grp: zarr.Group) -> float:
             if t.size:
                 lo = t.min() if lo is None else min(lo, t.min())
                 hi = t.max() if hi is None else max(hi, t.max())
-    return 0.0 if lo is None else (int(hi) - int(lo)) / 1e9
+    return 0.0 if lo is None or hi is None else (int(hi) - int(lo)) / 1e9
 
 
 def _writer_alive(attrs: Mapping[str, Any], path: Path) -> bool:

@@ -128,7 +128,7 @@ def export_dataset(
     without holes); the rig episode index is in each file's ``rig_episode`` attribute."""
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     keep = set(statuses)
-    out = []
+    out: list[Path] = []
     for info in ds.episodes():
         if info.status not in keep or (info.success is False and not include_failed):
             continue
