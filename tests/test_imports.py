@@ -2,7 +2,7 @@
 functions too (they run the same way, only later).
 
 - drivers/ talks to devices and imports nothing from rig/, recorder/ or calibration/;
-- recorder/ and calibration/ import nothing from rig/;
+- recorder/ imports nothing from rig/, calibration/ nothing from rig/ or recorder/;
 - only rig/cli.py and the commands themselves import rig/commands/ (the app shares code with a
   command through a rig/ module, never by importing the command);
 - no module imports itself back through others (no cycle).
@@ -18,7 +18,7 @@ PACKAGES = ("rig", "drivers", "calibration", "recorder")
 WALLS = {  # room -> rooms it must not import
     "drivers": {"rig", "recorder", "calibration"},
     "recorder": {"rig"},
-    "calibration": {"rig"},
+    "calibration": {"rig", "recorder"},
 }
 # A cycle being broken on another branch (integrity: recorder/dataset.py <-> recorder/writer.py).
 # Delete the entry when that lands: the test fails while an entry lists a cycle that is gone.
