@@ -86,6 +86,7 @@ def _open_session(session_cls, cfg, ticks, tries: int = 3):
     raise AssertionError("unreachable")
 
 
+@pytest.mark.system("render")  # the simulated cameras
 def test_sim_injected_camera_delays_are_recovered_within_a_frame_period():
     """The scripted operator moves the leaders; the followers mirror them; each simulated camera
     holds its frames back by a known delay before delivering them (stamped on delivery, like a

@@ -9,10 +9,12 @@ import pytest
 
 from drivers.gripper import GripperConfig, GripperError, HandheldGripper, LedMode, ProtocolVersionError
 from drivers.gripper.standin import HostGripperStandIn
+from tests import system
 
 
 @pytest.fixture
 def standin():
+    system.require("cc")  # the stand-in is the firmware built for this machine
     started: list[HostGripperStandIn] = []
 
     def make(**kw) -> HostGripperStandIn:

@@ -21,6 +21,7 @@ from rig.ticks import TickQueue
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.system("cc")  # the gripper stand-in is its firmware built here
 def test_record_handheld_takes_with_the_gripper_button(tmp_path):
     """The stand-in presses button 0 twice: one take starts and stops without a keyboard."""
     ds = tmp_path / "hand.zarr"
@@ -59,6 +60,7 @@ def test_record_handheld_takes_with_the_gripper_button(tmp_path):
     assert zarr.open_group(str(ep.path), mode="r").attrs["status"] == "complete"
 
 
+@pytest.mark.system("cc")
 def test_gripper_leads_a_follower_gripper(emulated, tmp_path):
     follower = emulated([ServoSpec(1, model="xm430-w350", position=1643)], name="follower-gripper")
     path = tmp_path / "lead.toml"
