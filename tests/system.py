@@ -1,6 +1,7 @@
 """System packages (Debian's names) that some tests need, and how to tell they are missing.
 
-.ci/run installs them all. A test that needs one carries ``@pytest.mark.system("<name>")`` (or
+.ci/run installs them all (and sets RIG_SYSTEM_PACKAGES=required, so that a missing one fails
+there). A test that needs one carries ``@pytest.mark.system("<name>")`` (or
 calls :func:`require`); where the package is missing it skips with one line naming the apt
 package, so `python -m pytest` on a fresh machine runs everything else.
 """
@@ -75,8 +76,12 @@ def missing(name: str) -> str | None:
 
 
 def require(*names: str, module_level: bool = False) -> None:
+    """Skip where a package is missing; fail instead under RIG_SYSTEM_PACKAGES=required (.ci/run,
+    which has installed them all: there a missing one is a broken CI, not a bare machine)."""
     for name in names:
         if (why := missing(name)) is not None:
+            if os.environ.get("RIG_SYSTEM_PACKAGES") == "required":
+                pytest.fail(f"{why} (RIG_SYSTEM_PACKAGES=required)", pytrace=False)
             pytest.skip(why, allow_module_level=module_level)
 
 

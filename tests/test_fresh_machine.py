@@ -39,7 +39,7 @@ def fresh_machine(tmp_path: Path) -> dict[str, str]:
             if HIDDEN_PROGRAMS.match(entry.name) or link.exists() or link.is_symlink():
                 continue
             link.symlink_to(entry)
-    env = {k: v for k, v in os.environ.items() if k not in ("CC", "PYTEST_ADDOPTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CC", "PYTEST_ADDOPTS", "RIG_SYSTEM_PACKAGES")}
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")]))
     env["PATH"] = str(bin_dir)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
