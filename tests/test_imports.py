@@ -1,5 +1,5 @@
-"""The rooms' walls, read from the source with ``ast``: every import counts, the lazy ones inside
-functions too (they run the same way, only later).
+"""The rooms' walls, read from the source with ``ast``: every import that runs counts, the lazy ones
+inside functions too (they run the same way, only later); ``if TYPE_CHECKING:`` ones never run.
 
 - drivers/ talks to devices and imports nothing from rig/, recorder/ or calibration/;
 - recorder/ imports nothing from rig/, calibration/ nothing from rig/ or recorder/;
@@ -36,6 +36,21 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement that can run (not those under ``if TYPE_CHECKING:``)."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the project modules it imports. ``from a.b import c`` counts as importing a.b.c
     where c is a module, else a.b."""
@@ -50,16 +65,14 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in mods.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in imports(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 wanted = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
+            else:
                 base = node.module or ""
                 if node.level:
                     base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
                 wanted = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
-            else:
-                continue
             for w in wanted:
                 if w.split(".")[0] in PACKAGES and (t := owner(w)) and t != name:
                     targets.add(t)
@@ -115,6 +128,8 @@ def test_the_graph_sees_every_kind_of_import():
     assert "rig.calibrating" in graph["rig.tui.calibration"]  # lazy, inside a method
     assert "drivers.gripper.protocol" in graph["drivers.gripper.driver"]  # `from pkg import module`
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+    typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import rig.cli\nelse:\n    import os\n")
+    assert sorted(ast.unparse(n) for n in imports(typed)) == ["from typing import TYPE_CHECKING", "import os"]
 
 
 def test_no_room_imports_through_its_walls():
@@ -143,7 +158,7 @@ def test_command_line_code_lives_in_rig():
     for name, path in modules().items():
         if name.split(".")[0] == "rig":
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in imports(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 bad += [f"{name} imports {n}" for n in names if n.split(".")[0] == "argparse"]
