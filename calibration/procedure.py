@@ -10,7 +10,7 @@ Zero and direction give each joint's ``zero`` and ``sign``; the sweep gives its 
 full-turn joint (the sweep covers a whole turn) from a limited one; servos in extended position
 mode are multi-turn joints (readings beyond one turn, never wrapped).
 
-Offsets stay in the file (see .notes/calibration-README.md for why). The servo's Homing Offset is
+Offsets stay in the file (docs/calibration.md says why). The servo's Homing Offset is
 written only to *recentre* a follower joint whose readings would leave the goal window of its
 operating mode (position mode takes goals 0..4095 only), and then without overflowing the register
 (``calibration.homing``).

@@ -52,7 +52,7 @@ def duration_from_arrays(grp: zarr.Group, index: int = -1) -> float:
             if t.size:
                 lo = t.min() if lo is None else min(lo, t.min())
                 hi = t.max() if hi is None else max(hi, t.max())
-    return 0.0 if lo is None else (int(hi) - int(lo)) / 1e9
+    return 0.0 if lo is None or hi is None else (int(hi) - int(lo)) / 1e9
 
 
 def recover_episode_dir(path: Path, note: str | None = None, index: int = -1) -> dict[str, int]:

@@ -18,6 +18,8 @@ from drivers.dynamixel.control_table import BAUD_CODES, MODELS
 from drivers.errors import RigError
 
 DEFAULT_CONFIG = "sim-aloha"
+# Where `rig record` and `rig collect` keep takes unless told otherwise (relative to where rig runs).
+DEFAULT_DATASET = Path("data/rig.zarr")
 ROLES = ("leader", "follower")
 SIDES = ("left", "right", "center")
 ON_EXIT = ("torque_off", "hold")

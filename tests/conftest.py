@@ -9,10 +9,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# `import mujoco` loads the OpenGL library MUJOCO_GL names, and fails (not with ImportError) where
+# it is missing; physics needs none. As rig does itself (rig/sim/world.py), the choice goes to the
+# render process, so a machine without libEGL imports mujoco and only rendering tests skip.
+if "MUJOCO_GL" in os.environ:
+    os.environ.setdefault("RIG_RENDER_GL", os.environ.pop("MUJOCO_GL"))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from drivers.dynamixel.emulator import EmulatedBus, ServoSpec  # noqa: E402
+from tests import system  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """@pytest.mark.system("tmux", ...): skip, naming the apt package, where one is missing."""
+    for mark in item.iter_markers("system"):
+        system.require(*mark.args)
 
 
 @pytest.fixture
@@ -45,6 +58,7 @@ def sim_dataset(tmp_path_factory) -> Path:
     """
     import subprocess
 
+    system.require("render")  # takes without camera frames would fail every test using them
     path = tmp_path_factory.mktemp("sim-dataset") / "transfer_cube.zarr"
     out = subprocess.run([sys.executable, "-m", "rig", "record", "--episodes", "4", "--seconds", "6",
                           "--reset-seconds", "1", "--dataset", str(path)], capture_output=True, text=True,

@@ -26,7 +26,7 @@ def test_sim_check_runs_from_known_poses_and_catches_a_bad_calibration():
     convention; the left follower carries a wrong calibration (waist zero 10 deg off, elbow
     reversed), which the check must flag, and nothing else."""
     pytest.importorskip("mujoco")
-    from rig.commands.calibrate import sim_check
+    from rig.calibrating import sim_check
     from rig.config import load_config, parse_config
 
     raw = load_config("sim-aloha").raw

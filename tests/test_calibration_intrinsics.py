@@ -95,8 +95,10 @@ def test_intrinsics_stored_and_written_into_episode_metadata(tmp_path, monkeypat
     assert ds.episode(0).attrs["camera_intrinsics"]["high"]["fy"] == pytest.approx(590.2)
 
 
+@pytest.mark.system("libusb")
 def test_realsense_factory_intrinsics_from_the_device():
-    rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 needs `apt-get install libusb-1.0-0`")
+    import pyrealsense2 as rs
+
     dev = rs.software_device()
     dev.register_info(rs.camera_info.serial_number, "SW-INTR")
     sensor = dev.add_sensor("Color")
@@ -139,6 +141,7 @@ print(u, v, xs.mean(), ys.mean(), len(xs))
 """
 
 
+@pytest.mark.system("render")  # the simulated cameras
 def test_sim_camera_intrinsics_project_the_box_where_it_is_rendered():
     """The simulated camera's pinhole (from the scene's field of view) puts the red box's centre
     within 2 px of where MuJoCo draws it."""
@@ -149,7 +152,7 @@ def test_sim_camera_intrinsics_project_the_box_where_it_is_rendered():
 
     pytest.importorskip("mujoco")
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("RIG_RENDER_GL", os.environ.get("MUJOCO_GL", "egl"))}
     out = subprocess.run([sys.executable, "-c", SIM_PROBE], capture_output=True, text=True, cwd=root, env=env,
                          timeout=120)
     assert out.returncode == 0, out.stderr

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from drivers.cameras.realsense import RealSenseCamera, RealSenseError, list_realsense_devices
+from tests import system
 
-rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 needs `apt-get install libusb-1.0-0`")
+rs = system.realsense()  # None where libusb-1.0-0 is missing: the tests marked below skip
+needs_libusb = pytest.mark.system("libusb")
 
 W, H, FPS = 64, 48, 30
 
@@ -57,6 +59,7 @@ def _t_ms(number: int) -> float:
     return 5000.0 + number * 1000.0 / FPS
 
 
+@needs_libusb
 def test_colour_and_depth_with_frame_numbers_and_device_timestamps():
     sw = SoftwareRealSense()
     cam = RealSenseCamera("high", "SW-0001", W, H, FPS, depth=True, device=sw.device, queue_size=64)
@@ -78,6 +81,7 @@ def test_colour_and_depth_with_frame_numbers_and_device_timestamps():
     assert stats.drops == 1 and stats.last_index >= 9  # the 8 frames read end at 9
 
 
+@needs_libusb
 def test_colour_only_and_depth_units_scaled_to_millimetres():
     sw = SoftwareRealSense(serial="SW-0002", depth_units=0.0001, domain=rs.timestamp_domain.hardware_clock)
     colour_only = RealSenseCamera("low", "SW-0002", W, H, FPS, device=sw.device)
@@ -96,12 +100,14 @@ def test_colour_only_and_depth_units_scaled_to_millimetres():
     assert (frame.depth == frame.index).all()  # 10*n units of 0.1 mm = n mm
 
 
+@needs_libusb
 def test_unsupported_mode_lists_what_the_device_offers():
     sw = SoftwareRealSense()
     with pytest.raises(RealSenseError, match=r"has no color mode 640x480@30 rgb8; it offers: 64x48@30 rgb8"):
         RealSenseCamera("high", "SW-0001", 640, 480, 30, device=sw.device).start()
 
 
+@needs_libusb
 def test_missing_serial_names_the_connected_ones():
     ctx = rs.context()  # no hardware here: nothing connected
     assert list_realsense_devices(ctx) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ def make(*targets: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["make", "-C", str(FIRMWARE), *targets], capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.system("cc")
 def test_c_unit_tests_pass():
     res = make("test")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -25,6 +25,7 @@ def test_c_unit_tests_pass():
     assert "ok   golden_vectors" in res.stdout
 
 
+@pytest.mark.system("cc")
 def test_host_firmware_builds():
     res = make("host")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -34,10 +35,7 @@ def test_host_firmware_builds():
     assert "--drift-ppm" in usage.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("arm-none-eabi-gcc") is None,
-    reason="arm-none-eabi-gcc not on PATH: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi",
-)
+@pytest.mark.system("arm-gcc")
 def test_arm_image_builds_and_fits():
     res = make("arm")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -15,6 +15,7 @@ from drivers.gripper.standin import HostGripperStandIn
 
 
 @pytest.mark.soak
+@pytest.mark.system("cc")
 def test_clock_sync_error_under_1ms_with_drift_and_jitter():
     seconds = float(os.environ.get("RIG_SOAK_SECONDS", "10"))
     sim = HostGripperStandIn(drift_ppm=50, jitter_us=800)

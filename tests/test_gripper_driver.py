@@ -9,10 +9,12 @@ import pytest
 
 from drivers.gripper import GripperConfig, GripperError, HandheldGripper, LedMode, ProtocolVersionError
 from drivers.gripper.standin import HostGripperStandIn
+from tests import system
 
 
 @pytest.fixture
 def standin():
+    system.require("cc")  # the stand-in is the firmware built for this machine
     started: list[HostGripperStandIn] = []
 
     def make(**kw) -> HostGripperStandIn:
@@ -61,7 +63,7 @@ def test_handshake_reports_identity(gripper):
 def test_streams_at_the_configured_rate_with_mapped_times(gripper):
     sim, g = gripper
     samples = collect(g, 1.0)
-    assert 170 <= len(samples) <= 215
+    assert len(samples) > 10  # how many arrive in 1 s is the machine's load; the rate is the device clock's
     seqs = np.array([s.seq for s in samples])
     assert np.all(np.diff(seqs) == 1)
     dt = np.diff([s.t_device_us for s in samples])
@@ -96,14 +98,16 @@ def test_stop_and_start_stream(gripper):
     time.sleep(0.05)
     assert collect(g, 0.3) == []
     g.start_stream()
-    assert len(collect(g, 0.3)) > 40
+    resumed = collect(g, 0.3)
+    assert resumed and np.all(np.diff([s.seq for s in resumed]) == 1)
 
 
 def test_jaw_trigger_and_buttons_follow_the_hand(gripper):
     sim, g = gripper
     sim.command("jaw 0.5")
-    s = collect(g, 0.4)[-1]  # 15 Hz low-pass: settled well within 0.4 s
-    assert s.jaw_rad == pytest.approx(np.pi / 4, abs=0.01)
+    # 15 Hz low-pass: it settles there (how soon on the host's clock is the machine's load)
+    s = wait_for(lambda s: abs(s.jaw_rad - np.pi / 4) <= 0.005, g, timeout=5.0)
+    assert s is not None
     assert s.jaw_raw == pytest.approx(1024 + 512, abs=3)
     assert g.normalized_jaw() == pytest.approx(0.5, abs=0.01)
     sim.command("trigger 1")
@@ -174,13 +178,14 @@ def test_garbage_to_device_is_reported_and_survived(gripper):
     assert g.stats.device_errors >= 2
     assert "FRAMING" in g.stats.last_device_error or "CRC" in g.stats.last_device_error
     g.set_rate(200)
-    assert len(collect(g, 0.2)) > 20
+    after = collect(g, 0.2)
+    assert after and np.median(np.diff([s.t_device_us for s in after])) == pytest.approx(5000, abs=50)
 
 
 def test_monitor_command_prints_live_values(standin, capsys):
     import argparse
 
-    from drivers.gripper.tool import register
+    from rig.commands.gripper import register
 
     sim = standin()
     sim.command("jaw 0.25")
@@ -202,6 +207,7 @@ def test_reboot_on_replug_resets_clock_sync(gripper):
     assert g.stats.reboots == 1 and fresh.t_device_us < 2_000_000
     samples = collect(g, 0.3)
     assert np.all(np.diff([s.seq for s in samples]) == 1)
-    # Mapped onto the host clock from the new epoch: within a few ms of arrival, not seconds off.
+    # Mapped onto the host clock from the new epoch: never after its arrival, and not the 1.2 s and
+    # more that the old epoch would put it off (arrival itself lags on a loaded machine).
     lag_ms = [(s.t_received_ns - s.t_host_ns) / 1e6 for s in samples]
-    assert min(lag_ms) > -0.5 and max(lag_ms) < 20
+    assert min(lag_ms) > -0.5 and max(lag_ms) < 1000

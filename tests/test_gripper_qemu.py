@@ -4,7 +4,6 @@ Skipped unless qemu-system-arm and arm-none-eabi-gcc are installed (CI installs 
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
@@ -13,11 +12,7 @@ import pytest
 from drivers.gripper import GripperConfig, GripperError, HandheldGripper
 from drivers.gripper.standin import QemuGripperStandIn
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
-    reason="needs qemu-system-arm and arm-none-eabi-gcc (apt-get install qemu-system-arm gcc-arm-none-eabi "
-    "libnewlib-arm-none-eabi)",
-)
+pytestmark = pytest.mark.system("qemu", "arm-gcc")
 
 
 def test_mcu_image_handshakes_streams_and_takes_commands():

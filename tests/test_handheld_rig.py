@@ -21,6 +21,7 @@ from rig.ticks import TickQueue
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.system("cc")  # the gripper stand-in is its firmware built here
 def test_record_handheld_takes_with_the_gripper_button(tmp_path):
     """The stand-in presses button 0 twice: one take starts and stops without a keyboard."""
     ds = tmp_path / "hand.zarr"
@@ -47,7 +48,10 @@ def test_record_handheld_takes_with_the_gripper_button(tmp_path):
     ep = Dataset(ds).episode(0)
     g = ep.read_stream("gripper")
     duration = (g["t_ns"][-1] - g["t_ns"][0]) / 1e9
-    assert 1.5 < duration < 2.6  # between the two presses, not the 20 s cap
+    # Between the two presses (device time 1.5 s and 3.5 s), not the 20 s cap, on the gripper's own
+    # clock: how late the host saw each press is the machine's load.
+    t_dev = g["t_device_us"]
+    assert 1.5e6 <= t_dev[0] < 3.5e6 and 3.4e6 <= t_dev[-1] < 10e6, (t_dev[0], t_dev[-1])
     assert np.all(np.diff(g["seq"]) == 1)  # no sample lost
     assert set(g) >= {"jaw", "jaw_rad", "trigger", "buttons", "accel", "gyro", "t_device_us", "t_ns"}
     assert g["accel"].shape[1] == 3
@@ -59,6 +63,7 @@ def test_record_handheld_takes_with_the_gripper_button(tmp_path):
     assert zarr.open_group(str(ep.path), mode="r").attrs["status"] == "complete"
 
 
+@pytest.mark.system("cc")
 def test_gripper_leads_a_follower_gripper(emulated, tmp_path):
     follower = emulated([ServoSpec(1, model="xm430-w350", position=1643)], name="follower-gripper")
     path = tmp_path / "lead.toml"

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.sim, pytest.mark.soak]
 PRIMARIES = (1, 2, 4, 6, 7, 8, 9)
 
 
+@pytest.mark.system("render")  # the simulated cameras
 def test_world_keeps_serving_buses_and_cameras_across_resets():
     seconds = float(os.environ.get("RIG_SOAK_SECONDS", "4"))
     world = start_world(seed=0, ring_prefix=f"rig-soak-{uuid.uuid4().hex[:6]}-",

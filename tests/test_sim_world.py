@@ -22,6 +22,7 @@ from drivers.cameras.shm import FrameRingError, FrameRingReader  # noqa: E402
 from rig.sim import hardware as hw  # noqa: E402
 from rig.sim.launch import WorldError, start_world  # noqa: E402
 from rig.sim.world import CameraSpec  # noqa: E402
+from tests import system  # noqa: E402
 
 pytestmark = pytest.mark.sim
 
@@ -40,6 +41,7 @@ def wait_for(predicate, timeout: float, period: float = 0.05):
 
 @pytest.fixture(scope="module")
 def world():
+    system.require("render")  # its cameras
     prefix = f"rig-test-{uuid.uuid4().hex[:6]}-"
     h = start_world(task="transfer_cube", seed=0, ring_prefix=prefix,
                     cameras=[CameraSpec("top", 160, 120, 10.0), CameraSpec("left_wrist", 160, 120, 10.0)])
@@ -188,6 +190,7 @@ def test_world_reset_rejects_another_task(world):
         world.reset(task="insertion", seed=1)
 
 
+@pytest.mark.system("render")  # the simulated cameras
 def test_close_releases_ports_and_rings():
     prefix = f"rig-test-{uuid.uuid4().hex[:6]}-"
     h = start_world(seed=1, ring_prefix=prefix, cameras=[CameraSpec("top", 64, 48, 5.0)])

@@ -127,7 +127,9 @@ def test_too_many_missed_reads_stop_safely(emulated, tmp_path):
         s.start(5)
         time.sleep(0.7)
         follower.drop_replies(1000, servo_id=4)
-        with pytest.raises(TeleopFault, match=r"arm follower: 5 reads in a row failed; stopped safely.*servo 4"):
+        # Which error comes last (servo 4's timeout, or a late reply from a starved machine) is timing;
+        # what matters is the count, the stop and the torque.
+        with pytest.raises(TeleopFault, match=r"^arm follower: 5 reads in a row failed; stopped safely\. Last error: "):
             s.wait()
         follower.drop_replies(0)
         follower._drop.clear()

@@ -65,11 +65,17 @@ def test_actions_from_another_episode_are_flagged(episodes):
 
 def test_an_idle_stretch_and_a_gripper_that_never_closed_are_named(episodes):
     e = episodes[3]
-    a = e.action.copy()
-    rate = e.ticks / e.t_s[-1]
-    mid, still = int(1.0 * rate), int(3.5 * rate)  # still from 1 s to 4.5 s of the 6 s take
-    a[mid:mid + still] = a[mid]
-    assert idle_stretches(e.with_actions(a)) and not idle_stretches(e)
+    # The recorded operator may itself pause on a busy machine, so the actions are made here: the
+    # waist sweeps 0.15 rad and back once a second (never still), and every joint holds from 1 s to 4.5 s
+    # of the 6 s take, on the take's own clock. What is reported must be that hold, where it is.
+    a = np.repeat(e.action[:1], e.ticks, axis=0)
+    a[:, 0] += 0.3 * np.abs(e.t_s % 1.0 - 0.5)
+    assert not idle_stretches(e.with_actions(a))
+    held = np.flatnonzero((e.t_s >= 1.0) & (e.t_s < 4.5))
+    a[held] = a[held[0]]
+    [(t0, t1)] = idle_stretches(e.with_actions(a))
+    assert t0 <= e.t_s[held[0]] + 0.05 and t1 >= e.t_s[held[-1]] - 0.05  # the whole hold
+    assert t1 - t0 < e.t_s[held[-1]] - e.t_s[held[0]] + 0.3  # and only the hold
     others_close = [x for x in episodes if x.action[:, 13].min() < 0.35]
     if len(others_close) < 2:
         pytest.skip("the short takes end before the right gripper closes")
@@ -77,8 +83,8 @@ def test_an_idle_stretch_and_a_gripper_that_never_closed_are_named(episodes):
     eps = [*episodes[:3], b]
     scores = {s.index: s for s in score_episodes(eps, {}, {})}  # the model-free checks
     reasons = "; ".join(scores[e.index].reasons)
-    assert "right gripper never closed" in reasons and "idle for 3." in reasons, reasons
-    assert not any("idle" in r for x in episodes[:3] for r in scores[x.index].reasons)
+    assert "right gripper never closed" in reasons, reasons
+    assert f"idle for {t1 - t0:.1f} s mid-take (t={t0:.1f}-{t1:.1f} s)" in reasons, reasons
 
 
 def test_learning_curve_comes_from_real_sub_trainings(episodes, clean):

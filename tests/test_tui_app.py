@@ -259,6 +259,7 @@ def test_keeping_a_take_before_its_replay_has_loaded(tmp_path):
 
 
 # Textual's Pilot is async; each test runs its own event loop (no pytest async plugin needed).
+@pytest.mark.system("render")  # the camera previews
 def test_a_full_take_start_stop_replay_keep_discard_relabel_quit(tmp_path):
     asyncio.run(_full_take(tmp_path))
 
@@ -267,6 +268,7 @@ def test_a_bus_fault_saves_the_take_stops_the_followers_and_keeps_the_app_respon
     asyncio.run(_bus_fault(tmp_path))
 
 
+@pytest.mark.system("render")  # a simulated camera
 def test_a_camera_that_stops_delivering_shows_a_fault_naming_it_until_it_streams_again(tmp_path):
     asyncio.run(_camera_fault(tmp_path))
 

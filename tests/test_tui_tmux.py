@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("mujoco")
 ROOT = Path(__file__).resolve().parents[1]
 TMUX = shutil.which("tmux")
-pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install -y tmux)")
+pytestmark = pytest.mark.system("tmux", "render")  # the app shows the simulated cameras
 
 
 class Pane:

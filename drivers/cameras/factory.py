@@ -64,7 +64,7 @@ def open_camera(spec: dict[str, Any] | CameraSpec) -> Camera:
     """The camera a config table describes, not yet started (call ``start()`` or use ``with``)."""
     if not isinstance(spec, CameraSpec):
         spec = CameraSpec.from_dict(spec)
-    common = dict(width=spec.width, height=spec.height, fps=spec.fps, freeze_periods=spec.freeze_periods)
+    common: dict[str, Any] = dict(width=spec.width, height=spec.height, fps=spec.fps, freeze_periods=spec.freeze_periods)
     common.update(spec.options)
     if spec.kind == "opencv":
         if spec.device is None:

@@ -134,7 +134,7 @@ def list_uvc_devices(by_id_dir: str = BY_ID_DIR, sysfs_dir: str = SYSFS_V4L_DIR)
 def fourcc_code(fourcc: str) -> int:
     if len(fourcc) != 4:
         raise OpenCVCameraError(f"FOURCC must be 4 characters (e.g. MJPG, YUYV), got {fourcc!r}")
-    return cv2.VideoWriter_fourcc(*fourcc)
+    return cv2.VideoWriter.fourcc(*fourcc)
 
 
 def fourcc_text(code: float) -> str:
@@ -231,17 +231,20 @@ class OpenCVCamera(Camera):
 
     def _grab(self, timeout_s: float) -> Frame | None:
         cap = self._cap
+        assert cap is not None  # opened by _open()
         if self.is_file and not self._wait_file_pace(timeout_s):
             return None
         ok = cap.grab()
         t_host = time.monotonic_ns()
         if not ok:
-            return self._grab_failed()
+            self._grab_failed()  # raises, or counts a failure
+            return None
         device_ns = int(cap.get(cv2.CAP_PROP_POS_MSEC) * 1_000_000)
         position = int(cap.get(cv2.CAP_PROP_POS_FRAMES)) if self.is_file else 0
         ok, data = cap.retrieve()
         if not ok or data is None:
-            return self._grab_failed()
+            self._grab_failed()  # raises, or counts a failure
+            return None
         self._failures = 0
         if self.raw_jpeg:
             data = np.ascontiguousarray(data).reshape(-1)

@@ -93,7 +93,7 @@ class _Layout:
 
     def release(self) -> None:
         # Views must go before the mmap can be closed (BufferError otherwise).
-        self.header = None
+        self.header = None  # type: ignore[assignment]
         self.slot_words = []
         self.slot_pixels = []
 
@@ -184,7 +184,7 @@ class FrameRingWriter:
 def _attach_readonly(name: str) -> mmap.mmap:
     """Map an existing POSIX shared-memory segment read-only, without the resource tracker."""
     try:
-        import _posixshmem  # the module SharedMemory itself uses on POSIX
+        import _posixshmem  # type: ignore[import-not-found]  # the module SharedMemory itself uses on POSIX
 
         fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
     except FileNotFoundError:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import collections
 import time
 
+import numpy as np
+
 from drivers.cameras.base import Camera, CameraDisconnected
 from drivers.cameras.frame import Frame
 from drivers.cameras.shm import FrameRingError, FrameRingReader, default_ring_name
@@ -53,11 +55,12 @@ class SimCamera(Camera):
                 f"{self.ring!r}, but the config asks for {self.width}x{self.height}; make them agree"
             )
         self._reader = reader
-        self._ring_index = -1 if reader.write_count == 0 else reader.read_latest()[0] - 1
-        self._held: collections.deque[tuple[int, int, object]] = collections.deque()
+        self._ring_index = -1 if reader.write_count == 0 else reader.read_latest()[0] - 1  # type: ignore[index]
+        self._held: collections.deque[tuple[int, int, np.ndarray]] = collections.deque()
 
     def _grab(self, timeout_s: float) -> Frame | None:
         reader = self._reader
+        assert reader is not None  # attached by _open()
         delay_ns = int(self.delay_s * 1e9)
         deadline_ns = time.monotonic_ns() + int(timeout_s * 1e9)
         while True:

@@ -139,9 +139,8 @@ class SyntheticCamera(Camera):
                 f"camera {self.name!r} disconnected after frame {self.disconnect_after} (simulated unplug); "
                 "reconnect it and restart the camera"
             )
-        if self._freeze_pending and index >= self.freeze_after:
-            forever = self.freeze_for_s is None
-            self._frozen_until_ns = 2**62 if forever else t_host + int(self.freeze_for_s * 1e9)
+        if self._freeze_pending and self.freeze_after is not None and index >= self.freeze_after:
+            self._frozen_until_ns = 2**62 if self.freeze_for_s is None else t_host + int(self.freeze_for_s * 1e9)
             self._freeze_pending = False  # freeze once per start()
         return Frame(self.name, index, t_host, data, encoding, t_device_ns=index * round(1e9 / self.fps))
 

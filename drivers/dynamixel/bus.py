@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from dynamixel_sdk import (
@@ -128,7 +129,7 @@ class DynamixelBus:
     # ---- error plumbing ----------------------------------------------------------------------
 
     def _comm_error(self, result: int, servo_id: int | None, reg: str | None) -> DynamixelError:
-        where = dict(port=self.port_name, servo_id=servo_id, register=reg)
+        where: dict[str, Any] = dict(port=self.port_name, servo_id=servo_id, register=reg)
         if self.port.lost:
             return PortLost("the port vanished (unplugged?). Reconnect the adapter and restart; "
                             "followers without a bus hold their last goal or go limp per their watchdog",

@@ -434,6 +434,7 @@ class EmulatedBus:
     def _serve(self) -> None:
         buf = bytearray()
         master = self._master
+        assert master is not None  # opened by start()
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select([master], [], [], 0.05)
@@ -475,7 +476,7 @@ class EmulatedBus:
                 if wait > 0:
                     time.sleep(wait)
             try:
-                os.write(self._master, data)
+                os.write(self._master, data)  # type: ignore[arg-type]  # None only after stop()
             except OSError:
                 return
             self.replies_sent += 1

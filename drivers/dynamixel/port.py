@@ -20,6 +20,8 @@ from dynamixel_sdk import PortHandler
 
 
 class BlockingPortHandler(PortHandler):
+    is_open: bool  # set by the SDK's PortHandler
+
     def __init__(self, port_name: str, *, latency_timer_ms: float = 1.0, timeout_margin_ms: float = 8.0):
         super().__init__(port_name)
         self.latency_timer_ms = latency_timer_ms

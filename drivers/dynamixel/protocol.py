@@ -50,7 +50,7 @@ ERROR_NAMES: dict[int, str] = {
 }
 
 
-def crc(data: bytes) -> int:
+def crc(data: bytes | bytearray) -> int:
     """CRC-16 of Protocol 2.0: polynomial 0x8005, init 0, not reflected (CRC-16/UMTS)."""
     return crc16.umts(bytes(data))
 

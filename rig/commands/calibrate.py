@@ -6,20 +6,19 @@ Thin fronts over ``calibration/``: the procedures, their checks and the files li
 from __future__ import annotations
 
 import contextlib
-import math
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from calibration.arm import CalibrationError
-from calibration.check import DEFAULT_GRIPPER_THRESHOLD, DEFAULT_THRESHOLD_DEG, CheckReport, check_arms
+from calibration.check import DEFAULT_GRIPPER_THRESHOLD, DEFAULT_THRESHOLD_DEG, check_arms
 from calibration.store import arm_file, calibration_dir, camera_device, save_camera_section
+from rig.calibrating import arm_ports, sim_check
 from rig.config import RigConfig, load_config
 from rig.sim.scene import camera_intrinsics as sim_camera_intrinsics
 
@@ -90,24 +89,6 @@ class LineWaiter:
             return False
 
 
-def _arm_ports(config: RigConfig, names: Sequence[str]) -> tuple[dict[str, str], Any]:
-    """Ports for arms; sim configs start their world (operator off: the arms hold still)."""
-    from rig.session import resolve_ports
-
-    world = None
-    if any(config.arm(n).is_sim for n in names):
-        from rig.sim.launch import start_world
-
-        world = start_world(task=config.sim.task, seed=config.sim.seed, cameras=(), operator=False,
-                            wire_timing=config.sim.wire_timing)
-    try:
-        return resolve_ports(config, world.ports if world else None), world
-    except BaseException:
-        if world is not None:
-            world.close()
-        raise
-
-
 def format_table(rows) -> str:
     def f(v, fmt="{:8.1f}"):
         return fmt.format(v) if v is not None else f"{'-':>8}"
@@ -133,7 +114,7 @@ def run_arm(args, waiter: LineWaiter | None = None, out=None) -> int:
     if cfg.calibration is not None:
         print(f"note: {config.source} has an inline [arms.calibration] for {cfg.name}; it wins over the file "
               f"this writes ({arm_file(cfg.name, args.dir)}). Remove it from the config to use the file.", file=out)
-    ports, world = _arm_ports(config, [cfg.name])
+    ports, world = arm_ports(config, [cfg.name])
     waiter = waiter or LineWaiter()
     tty = out.isatty() if hasattr(out, "isatty") else False
     clr = "\x1b[J" if tty else ""  # clear the live table below the cursor
@@ -184,91 +165,6 @@ def run_arm(args, waiter: LineWaiter | None = None, out=None) -> int:
 
 
 # ---- check ----------------------------------------------------------------------------------------
-
-def sim_poses() -> dict[str, list[float]]:
-    """Known poses for the simulated check: 6 joint angles (rad) + gripper opening (0..1)."""
-    from rig.sim.scene import START_ARM_POSE
-
-    return {
-        "start": [*START_ARM_POSE, 0.5],
-        "reach": [0.35, -0.4, 0.55, 0.25, 0.5, -0.4, 0.9],
-        "twist": [-0.4, -0.7, 0.9, -0.35, -0.2, 0.6, 0.15],
-    }
-
-
-def _hold_sim_pose(world: Any, arm: Any, q: Sequence[float]) -> None:
-    """Drive one simulated arm to ``q`` in the world's own joint convention (independent of the
-    config's calibration, so a wrong calibration shows up as disagreement)."""
-    from rig.sim import hardware as hw
-
-    if arm.cfg.role == "leader" and hasattr(world, "set_leader_pose"):
-        world.set_leader_pose(arm.name, list(q))
-        return
-    # Leaders with the operator off are plain servos; followers are moved by the physics. Both go
-    # to a goal written straight in the world's ticks.
-    grip = (hw.leader_gripper_from_opening if arm.cfg.role == "leader" else hw.follower_gripper_from_opening)(q[6])
-    goals = {}
-    for slot in hw.SERVOS:
-        if slot.shadow_of is None:
-            goals[slot.id] = hw.ticks_from_angle(grip if slot.joint == 6 else q[slot.joint])
-    bus = arm.bus
-    bus.set_torque(arm.read_ids, True)
-    bus.sync_write("goal_position", goals)
-
-
-def sim_check(config: RigConfig, poses: dict[str, list[float]] | None = None,
-              threshold_deg: float = DEFAULT_THRESHOLD_DEG, gripper_threshold: float = DEFAULT_GRIPPER_THRESHOLD,
-              settle_s: float = 1.5, world: Any = None) -> list[CheckReport]:
-    """The alignment check on the simulated rig, run automatically from known poses."""
-    from rig.arms import Follower, Leader
-    from rig.session import resolve_ports
-    from rig.sim.launch import start_world
-
-    own = world is None
-    if own:
-        world = start_world(task=config.sim.task, seed=config.sim.seed, cameras=(), operator=False,
-                            wire_timing=config.sim.wire_timing)
-    else:
-        world.set_operator(False)
-    arms = []
-    try:
-        ports = resolve_ports(config, world.ports)
-        leaders = {a.name: Leader(a, ports[a.name], timeout_margin_ms=100).open()
-                   for a in config.leaders if not a.is_handheld}
-        arms += leaders.values()
-        followers = [Follower(a, ports[a.name], timeout_margin_ms=100).open() for a in config.followers]
-        arms += followers
-        reports = []
-        for name, q in (poses or sim_poses()).items():
-            for arm in arms:
-                _hold_sim_pose(world, arm, q)
-            _wait_still(arms, settle_s)
-            reports.append(check_arms(followers, leaders, threshold_deg, gripper_threshold, pose=name))
-        return reports
-    finally:
-        for arm in arms:
-            with contextlib.suppress(Exception):
-                arm.torque_off()
-            arm.close()
-        if own:
-            world.close()
-
-
-def _wait_still(arms: Sequence[Any], settle_s: float, timeout_s: float = 6.0) -> None:
-    """Until no joint moved more than 0.2 deg over ``settle_s / 3``, at least ``settle_s``."""
-    start = time.monotonic()
-    time.sleep(settle_s)
-    last = None
-    while time.monotonic() - start < timeout_s:
-        now = []
-        for a in arms:
-            a.read()
-            now.append(a.q.copy())
-        if last is not None and max(np.abs(x - y).max() for x, y in zip(now, last, strict=True)) < math.radians(0.2):
-            return
-        last = now
-        time.sleep(settle_s / 3)
-
 
 def run_check(args, waiter: LineWaiter | None = None, out=None) -> int:
     out = out or sys.stdout

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-DEFAULT_DATASET = Path("data/rig.zarr")
+from rig.config import DEFAULT_DATASET
 
 
 def register(sub) -> None:

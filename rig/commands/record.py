@@ -10,12 +10,10 @@ from pathlib import Path
 
 from recorder import Dataset, RecorderError
 from recorder.recovery import check_incomplete
-from rig.config import load_config
+from rig.config import DEFAULT_DATASET, load_config
 from rig.handheld import GripperSource
 from rig.recording import TakeRecorder
 from rig.session import RigSession
-
-DEFAULT_DATASET = Path("data/rig.zarr")
 
 
 def register(sub) -> None:

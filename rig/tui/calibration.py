@@ -153,9 +153,9 @@ class CalibrationScreen(Screen):
         try:
             cfg = self.config.arm(name)
             if port is None:
-                from rig.commands.calibrate import _arm_ports
+                from rig.calibrating import arm_ports
 
-                ports, self.world = _arm_ports(self.config, [name])
+                ports, self.world = arm_ports(self.config, [name])
                 port = ports[name]
             cal = ArmCalibrator(cfg, port, directory=self.directory).open()
         except RigError as exc:
@@ -256,7 +256,7 @@ class CalibrationScreen(Screen):
     # ---- check ---------------------------------------------------------------------------------
 
     def _run_check(self) -> None:
-        from rig.commands.calibrate import sim_check
+        from rig.calibrating import sim_check
 
         try:
             if not all(a.is_sim for a in self.config.arms):

@@ -27,11 +27,10 @@ from drivers.dynamixel.errors import CorruptReply, NoStatusPacket
 from drivers.errors import RigError
 from recorder import Dataset
 from recorder.recovery import check_incomplete
-from rig.config import RigConfig, load_config
+from rig.config import DEFAULT_DATASET, RigConfig, load_config
 from rig.recording import JOINTS, TakeRecorder, TakeResult
 from rig.session import RigSession
 
-DEFAULT_DATASET = Path("data/rig.zarr")
 OPEN_ATTEMPTS = 3  # setting up the arms is retried (a starved sim bus) before the app shows a FAULT
 FREEZE_GRACE_S = 2.0  # a camera frozen this long (after its own watchdog fired) is a fault
 
