@@ -38,12 +38,15 @@ def _interrupt(*_):
 
 
 def run(args) -> int:
+    from rig.config import load_config
+    from rig.takes import preflight
     from rig.tui.controller import CollectOptions  # textual and friends: only for this command
     from rig.tui.engine import CollectorProcess, yield_cpu_to_rig
 
     if args.seconds < 0:
         print("rig: --seconds must be >= 0", file=sys.stderr)
         return 2
+    preflight(load_config(args.config))  # e.g. a hardware gripper not plugged in: one line, no app
     options = CollectOptions(config=args.config, dataset=args.dataset, task=args.task, seconds=args.seconds,
                              reset_seconds=args.reset_seconds, operator=args.operator, seed=args.seed,
                              train=args.train if args.train is not None else train_default())
