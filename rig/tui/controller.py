@@ -312,21 +312,20 @@ class Collector:
         return None
 
     def snapshot(self, health: bool = True) -> Snapshot:
-        """The state the app shows; ``health=False`` leaves out the arms, the loop's figures, the
-        cameras and the gripper (the banner's 4 Hz refresh needs none of them, and they cost)."""
+        """The state the app shows; ``health=False`` leaves out the arms, the loop's figures and
+        the cameras (the banner's 4 Hz refresh needs none of them, and computing them costs)."""
         t = self.takes
         s = t.session
         arms: list[ArmView] = []
         loop: dict[str, Any] = {}
         cams: list[CameraView] = []
-        gripper = None
+        gripper = t.gripper()  # a few plain values: the live jaw is shown at the 4 Hz refresh too
         if s is not None and health:
             arms = [_arm_view(a) for a in ((*s.leaders, *s.followers) or self._arms_shown)]
             loop = t.loop_stats()
             for name, cam in s.cameras.items():
                 st = cam.stats()
                 cams.append(CameraView(name, st.rate_hz, cam.fps, st.frames, st.drops + st.overflows, st.fault))
-            gripper = t.gripper()
         if self.state == State.RECORDING and t.t_begin:
             elapsed = t.elapsed_s
         elif self.state == State.SAVING and t.t_begin:
