@@ -219,6 +219,8 @@ class CollectorApp(App):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "calibrate":
             return self.has_calibration  # the key (and its footer entry) only where the module exists
+        if action == "replay_actions":
+            return bool(self.collector.config.followers)  # a handheld rig has no arms to replay on
         return True
 
     def _index_here(self) -> int | None:
