@@ -1,10 +1,44 @@
-"""Driving the collector's app in tests: what the screen shows, and waiting on the rig's state."""
+"""Driving the collector's app in tests: a handheld rig's config, what the screen shows, and
+waiting on the rig's state."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 from rig.tui.controller import State
+
+
+def handheld_config(path: Path, name: str, standin_args: list[str]) -> Path:
+    """A handheld rig: the firmware's host build as the gripper (button 0 records), scripted with
+    ``standin_args`` (e.g. ``--at 1.5:press 0 100``), and a small synthetic wrist camera."""
+    path.write_text(f"""\
+name = "{name}"
+[gripper]
+port = "standin"
+rate_hz = 200
+record_button = 0
+standin_args = {json.dumps(standin_args)}
+[[cameras]]
+name = "wrist"
+kind = "synthetic"
+width = 160
+height = 120
+fps = 20
+""")
+    return path
+
+
+def wait_for(c, pred, timeout: float, what: str) -> None:
+    """Wait on a CollectorProcess's state, refreshing its view."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        c.refresh()
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}: {c.state} {c.message}\n{c.history}")
 
 
 def screen_text(app) -> str:

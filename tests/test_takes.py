@@ -8,7 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rig.config import load_config
 from rig.takes import resolve_task
 from rig.tui.controller import CollectOptions, State
 from rig.tui.engine import CollectorProcess
+from tests.apps import handheld_config, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 HARDWARE_PORT = "/dev/serial/by-id/usb-rig_handheld_gripper-if00"  # the built-in `handheld` config's
@@ -67,16 +67,6 @@ def test_rig_record_button_needs_a_gripper(tmp_path):
     assert out.stderr.strip() == "rig: --button needs a handheld gripper, and sim-aloha (built-in) has no [gripper] table"
 
 
-def wait_for(c: CollectorProcess, pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        c.refresh()
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}: {c.state} {c.message}\n{c.history}")
-
-
 def test_collect_sim_handheld_opens_and_records_with_space(tmp_path):
     """`rig collect --config sim-handheld` opened on a FAULT ('NoneType' has no attribute 'n')."""
     c = CollectorProcess(CollectOptions(config="sim-handheld", dataset=tmp_path / "takes.zarr", seconds=0,
@@ -111,25 +101,6 @@ def test_collect_sim_handheld_opens_and_records_with_space(tmp_path):
 # ---- the app on a handheld rig: the gripper's panel, its button, the replay ------------------------
 
 
-def handheld_config(tmp_path: Path, control: Path) -> Path:
-    path = tmp_path / "hand.toml"
-    path.write_text(textwrap.dedent(f"""\
-        name = "hand-app"
-        [gripper]
-        port = "standin"
-        rate_hz = 200
-        record_button = 0
-        standin_args = ["--control", "{control}", "--at", "0:jaw 0.75"]
-        [[cameras]]
-        name = "wrist"
-        kind = "synthetic"
-        width = 160
-        height = 120
-        fps = 20
-        """))
-    return path
-
-
 def gripper_command(control: Path, line: str) -> None:
     """What a hand does to the gripper, through the stand-in firmware's control FIFO."""
     fd = os.open(control, os.O_WRONLY | os.O_NONBLOCK)
@@ -147,7 +118,8 @@ async def _handheld_app(tmp_path: Path) -> None:
 
     control = tmp_path / "control"
     ds = tmp_path / "takes.zarr"
-    c = CollectorProcess(CollectOptions(config=handheld_config(tmp_path, control), dataset=ds, seconds=0,
+    config = handheld_config(tmp_path / "hand.toml", "hand-app", ["--control", str(control), "--at", "0:jaw 0.75"])
+    c = CollectorProcess(CollectOptions(config=config, dataset=ds, seconds=0,
                                         reset_seconds=0.2, train=False), log_path=tmp_path / "engine.log")
     app = CollectorApp(c, train=False)
     try:
