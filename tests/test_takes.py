@@ -19,7 +19,7 @@ from rig.config import load_config
 from rig.takes import resolve_task
 from rig.tui.controller import CollectOptions, State
 from rig.tui.engine import CollectorProcess
-from tests.apps import handheld_config, wait_for
+from tests.apps import TMUX, Pane, handheld_config, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 HARDWARE_PORT = "/dev/serial/by-id/usb-rig_handheld_gripper-if00"  # the built-in `handheld` config's
@@ -175,3 +175,30 @@ async def _handheld_app(tmp_path: Path) -> None:
 
 def test_the_app_on_a_handheld_rig_shows_the_gripper_and_its_button_records_a_take_that_replays(tmp_path):
     asyncio.run(_handheld_app(tmp_path))
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install -y tmux)")
+def test_rig_collect_sim_handheld_in_a_real_terminal(tmp_path):
+    """`rig collect --config sim-handheld` as a contractor runs it: READY with the gripper's
+    panel, a take with space, its jaw replay, and a clean exit."""
+    pane = Pane.launch(tmp_path, "collect", "--config", "sim-handheld")
+    try:
+        pane.wait("READY", 90)
+        text = pane.wait("drift", 10)  # the gripper's panel fills at the next refresh
+        assert "press space (or the gripper's button 0) to record take 0" in text and "accel" in text
+        assert "wrist" in text and "left_follower" not in text
+        pane.keys("Space")
+        pane.wait("recording take 0", 15)
+        time.sleep(1.5)
+        pane.keys("Space")
+        text = pane.wait("gripper jaw", 20)
+        assert "review of take 0" in text
+        pane.keys("Enter")
+        pane.wait("press space (or the gripper's button 0) to record take 1", 20)
+        pane.keys("q")
+        text = pane.wait("RIG-EXIT:", 60)
+        assert "RIG-EXIT:0" in text and "rig: session closed; 1 episode(s) kept in data/rig.zarr" in text, text
+    finally:
+        pane.kill()
+    info = Dataset(tmp_path / "data" / "rig.zarr").info(0)
+    assert info.status == "complete" and info.stream_counts["gripper"] > 100
