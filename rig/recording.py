@@ -65,11 +65,11 @@ class StreamSource(Protocol):
     def poll(self) -> list[tuple[int, dict[str, Any]]]: ...
 
 
-def _sim_intrinsics(config: RigConfig, cameras: Mapping[str, Camera], skip) -> dict[str, Any]:
+def _sim_intrinsics(config: RigConfig, cameras: Mapping[str, Camera], skip, task: str | None) -> dict[str, Any]:
     """The simulated cameras' exact pinholes, for those calibration has not stored."""
     from rig.sim.scene import camera_intrinsics
 
-    return {c.name: camera_intrinsics(config.sim.task, c.name, cameras[c.name].width, cameras[c.name].height).to_dict()
+    return {c.name: camera_intrinsics(task or config.sim.task, c.name, cameras[c.name].width, cameras[c.name].height).to_dict()
             for c in config.cameras if c.kind == "sim" and c.name in cameras and c.name not in skip}
 
 
@@ -88,7 +88,7 @@ class TakeRecorder:
 
     def __init__(self, dataset: Dataset, config: RigConfig, n_values: int, cameras: Mapping[str, Camera] = (),
                  *, options: WriterOptions | None = None, intrinsics: Mapping[str, Any] | None = None,
-                 sources: Sequence[StreamSource] = ()):
+                 sources: Sequence[StreamSource] = (), sim_task: str | None = None):
         self.dataset = dataset
         self.config = config
         self.n_values = n_values
@@ -98,7 +98,7 @@ class TakeRecorder:
         # that alignment subtracts by default.
         self.intrinsics = dict(intrinsics if intrinsics is not None else episode_intrinsics(config, cameras))
         if config.sim is not None and intrinsics is None:
-            self.intrinsics.update(_sim_intrinsics(config, cameras, skip=self.intrinsics))
+            self.intrinsics.update(_sim_intrinsics(config, cameras, skip=self.intrinsics, task=sim_task))
         self.latencies_ns = camera_latencies_ns(config)
         self.sources = list(sources)
         self._final: EpisodeWriter | None = None  # a take being ended: the pump flushes it one last time

@@ -11,19 +11,10 @@ import pytest
 
 from rig.tui.controller import CollectOptions, State
 from rig.tui.engine import CollectorProcess, EngineError
+from tests.apps import wait_for
 from tests.rigs import pair_buses, pair_toml
 
 FOLLOWER_IDS = (1, 2, 3, 4, 5)
-
-
-def wait_for(c: CollectorProcess, pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        c.refresh()
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}: {c.state} {c.message}\n{c.history}")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from recorder import Dataset
 from rig.config import load_config
 from rig.session import RigSession
 from rig.ticks import TickQueue
+from tests.apps import handheld_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,21 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_record_handheld_takes_with_the_gripper_button(tmp_path):
     """The stand-in presses button 0 twice: one take starts and stops without a keyboard."""
     ds = tmp_path / "hand.zarr"
-    cfg = tmp_path / "hand.toml"
-    cfg.write_text(textwrap.dedent("""\
-        name = "hand-test"
-        [gripper]
-        port = "standin"
-        rate_hz = 200
-        record_button = 0
-        standin_args = ["--at", "1.5:press 0 100", "--at", "3.5:press 0 100"]
-        [[cameras]]
-        name = "wrist"
-        kind = "synthetic"
-        width = 160
-        height = 120
-        fps = 20
-        """))
+    cfg = handheld_config(tmp_path / "hand.toml", "hand-test", ["--at", "1.5:press 0 100", "--at", "3.5:press 0 100"])
     out = subprocess.run([sys.executable, "-m", "rig", "record", "--config", str(cfg), "--episodes", "1",
                           "--seconds", "20", "--button", "--dataset", str(ds)], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)

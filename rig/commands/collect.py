@@ -24,7 +24,8 @@ def register(sub) -> None:
     p.add_argument("--operator", default="", help="who is collecting (stored with each episode)")
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the first take (default from config)")
     p.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
-                   help="run quick-train in the background (default: on when torch is installed)")
+                   help="run quick-train in the background (default: on when torch is installed and the rig "
+                        "has followers)")
     p.set_defaults(func=run)
 
 
@@ -38,15 +39,20 @@ def _interrupt(*_):
 
 
 def run(args) -> int:
+    from rig.config import load_config
+    from rig.takes import preflight
     from rig.tui.controller import CollectOptions  # textual and friends: only for this command
     from rig.tui.engine import CollectorProcess, yield_cpu_to_rig
 
     if args.seconds < 0:
         print("rig: --seconds must be >= 0", file=sys.stderr)
         return 2
+    config = load_config(args.config)
+    preflight(config)  # e.g. a hardware gripper not plugged in: one line, no app
+    # Quick-train learns the followers' actions: a handheld rig alone has none to learn.
+    train = args.train if args.train is not None else (train_default() and bool(config.followers))
     options = CollectOptions(config=args.config, dataset=args.dataset, task=args.task, seconds=args.seconds,
-                             reset_seconds=args.reset_seconds, operator=args.operator, seed=args.seed,
-                             train=args.train if args.train is not None else train_default())
+                             reset_seconds=args.reset_seconds, operator=args.operator, seed=args.seed, train=train)
     collector = CollectorProcess(options)  # the rig runs in its own process; this one draws the app
     yield_cpu_to_rig()
     # A kill or a closed terminal unwinds like Ctrl-C, through the finally below.
@@ -62,6 +68,7 @@ def run(args) -> int:
     if collector.fault:
         print(f"rig: {collector.fault}", file=sys.stderr)
     kept = collector.kept
-    print(f"rig: session closed; followers: {', '.join(f'{k} {v}' for k, v in report.items()) or 'not opened'}; "
-          f"{kept} episode(s) kept in {options.dataset}")
+    followers = (f"followers: {', '.join(f'{k} {v}' for k, v in report.items()) or 'not opened'}; "
+                 if config.followers else "")  # a handheld rig alone has none
+    print(f"rig: session closed; {followers}{kept} episode(s) kept in {options.dataset}")
     return 2 if collector.fault else 0

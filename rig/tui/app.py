@@ -28,7 +28,7 @@ from rig.tui.engine import CollectorProcess
 from rig.tui.episodes import ConfirmScreen, EpisodesScreen
 from rig.tui.replay import ReplayScreen
 from rig.tui.train import TrainPanel
-from rig.tui.widgets import ArmsPanel, Banner, CameraTile, LoopPanel, TakePanel
+from rig.tui.widgets import ArmsPanel, Banner, CameraTile, GripperPanel, LoopPanel, TakePanel
 
 TICK_HZ = 4.0  # state, banner and camera previews: one screen update per tick
 HEALTH_TICKS = 4  # arms, loop and camera figures every 4th tick: once a second
@@ -49,6 +49,7 @@ class LiveScreen(Screen):
     LiveScreen ArmsPanel { height: auto; border: round $primary; }
     LiveScreen LoopPanel { height: auto; border: round $primary; }
     LiveScreen TakePanel { height: auto; border: round $primary; }
+    LiveScreen GripperPanel { height: auto; border: round $primary; }
     """
 
     def __init__(self, collector: Collector | CollectorProcess, train: TrainPanel):
@@ -61,8 +62,12 @@ class LiveScreen(Screen):
         with Horizontal():
             with Vertical(id="live-left"):
                 yield TakePanel(id="take")
-                yield ArmsPanel(id="arms")
-                yield LoopPanel(id="loop")
+                config = self.collector.config
+                if config.gripper is not None:
+                    yield GripperPanel(id="gripper")
+                if config.arms:  # a handheld gripper alone has no arms and no loop
+                    yield ArmsPanel(id="arms")
+                    yield LoopPanel(id="loop")
                 yield self.train
             with Grid(id="cameras"):
                 for name in self.collector.camera_names():
@@ -70,9 +75,9 @@ class LiveScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#arms").border_title = "arms"
-        self.query_one("#loop").border_title = "teleop loop"
-        self.query_one("#take").border_title = "take"
+        for panel, title in (("arms", "arms"), ("loop", "teleop loop"), ("take", "take"), ("gripper", "gripper")):
+            for widget in self.query(f"#{panel}"):
+                widget.border_title = title
         self.update_health()
 
     def update_previews(self) -> None:
@@ -87,8 +92,10 @@ class LiveScreen(Screen):
         if not self.is_current:
             return
         snap = self.collector.snapshot()
-        self.query_one(ArmsPanel).show(snap.arms)
-        self.query_one(LoopPanel).show(snap.loop)
+        for arms in self.query(ArmsPanel):
+            arms.show(snap.arms)
+        for loop in self.query(LoopPanel):
+            loop.show(snap.loop)
         views = {c.name: c for c in snap.cameras}
         for tile in self.query(CameraTile):
             if tile.camera in views:
@@ -98,6 +105,8 @@ class LiveScreen(Screen):
         """Called by the app's tick (4 Hz) while this screen shows: all updates in one repaint."""
         for panel in self.query(TakePanel):  # none yet before the screen is composed
             panel.show(snap)
+        for gripper in self.query(GripperPanel):  # live: the jaw moves at 4 Hz on screen
+            gripper.show(snap.gripper)
         if snap.state != State.SAVING:  # while a take is saved, the CPU goes to the recorder
             self.update_previews()
         if tick % HEALTH_TICKS == 0:
@@ -210,6 +219,8 @@ class CollectorApp(App):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "calibrate":
             return self.has_calibration  # the key (and its footer entry) only where the module exists
+        if action == "replay_actions":
+            return bool(self.collector.config.followers)  # a handheld rig has no arms to replay on
         return True
 
     def _index_here(self) -> int | None:

@@ -35,6 +35,7 @@ from drivers.errors import RigError
 from recorder import Dataset
 from rig.config import RigConfig, load_config
 from rig.recording import TakeResult
+from rig.takes import resolve_task
 from rig.tui.controller import CollectOptions, Collector, Snapshot, State
 
 POLL_S = 0.1  # the engine advances its own timed states and fault checks this often
@@ -97,7 +98,7 @@ def _snapshot(c: Collector, health: bool = True) -> Snapshot:
 
 
 def _world_drill(c: Collector, op: str, args: tuple) -> Any:
-    world = c.session.world if c.session is not None else None
+    world = c.takes.world
     if world is None:
         raise EngineError("fault drills need the simulated world; this rig has none")
     if op not in WORLD_DRILLS:
@@ -443,8 +444,7 @@ class CollectorProcess:
 
     @property
     def task(self) -> str:
-        sim = self.config.sim
-        return self.options.task or (sim.task if sim else None) or self.config.name
+        return resolve_task(self.config, self.options.task)[1]
 
     @property
     def dataset(self) -> Dataset | None:

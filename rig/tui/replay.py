@@ -1,6 +1,6 @@
 """Instant replay of one episode: its camera frames (scrub or play), leader vs follower joint
-trajectories, and the quality summary. Everything is read from the dataset on disk, so what the
-collector sees is exactly what was saved."""
+trajectories (a handheld take: the gripper's jaw and trigger), and the quality summary.
+Everything is read from the dataset on disk, so what the collector sees is exactly what was saved."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from textual.widgets import Footer, Static
 
 from recorder import Dataset
 from recorder.codec import decode_jpeg
+from rig.handheld import GripperSource
 from rig.recording import JOINTS
 from rig.tui.quality import Quality, episode_quality
 from rig.tui.widgets import Banner, FrameView
@@ -90,9 +91,10 @@ class ReplayScreen(Screen):
         self.speed = 1.0
         self.joint = 0
         self.names: list[str] = []
-        self.t_joints: np.ndarray | None = None
+        self.t_joints: np.ndarray | None = None  # the plotted trajectories' time axis (s)
         self.leader: np.ndarray | None = None
         self.follower: np.ndarray | None = None
+        self.curves: dict[str, np.ndarray] = {}  # label -> (T, channels): what the plot draws
         self.quality: Quality | None = None
         self._frame_i = -1
         self._plot_t = -1.0
@@ -139,7 +141,10 @@ class ReplayScreen(Screen):
                 first = given[1] if given is not None and given[0] == cams[0] else ep.read_frame(cams[0], 0)
                 self._post(self._got_first, cams[0], (t_first.astype(np.int64) - t0) / 1e9, first)
         joints = ep.read_stream(JOINTS) if JOINTS in ep.streams else {}
-        t_ticks = joints.get("t_ns")
+        hand = GripperSource.name
+        # A handheld take has no ticks: its trajectory is the gripper's own stream.
+        gripper = ep.read_stream(hand) if not joints and hand in ep.streams else {}
+        t_ticks = joints.get("t_ns", gripper.get("t_ns"))
         if not t0 and t_ticks is not None and len(t_ticks):
             t0 = int(t_ticks[0])
         self.t0_ns = t0
@@ -147,7 +152,10 @@ class ReplayScreen(Screen):
         self._post(self._got_tracks, tracks, None)  # the first frame is already up
         if t_ticks is not None and len(t_ticks):
             t_s = (t_ticks.astype(np.int64) - t0) / 1e9
-            self._post(self._got_joints, t_s, joints["leader_q"], joints["follower_q"])
+            if joints:
+                self._post(self._got_joints, t_s, joints["leader_q"], joints["follower_q"])
+            else:
+                self._post(self._got_gripper, t_s, gripper["jaw"], gripper["trigger"])
         for track in tracks:
             track.blobs = ep.read_jpeg(track.name)
         self._post(self._show_frame, force=True)
@@ -190,8 +198,17 @@ class ReplayScreen(Screen):
         self._status()
 
     def _got_joints(self, t_s: np.ndarray, leader: np.ndarray, follower: np.ndarray) -> None:
-        self.t_joints, self.leader, self.follower = t_s, np.asarray(leader), np.asarray(follower)
+        self.leader, self.follower = np.asarray(leader), np.asarray(follower)
         self.names = joint_names(self.config, self.follower.shape[1] if self.follower.ndim == 2 else 0)
+        self._got_curves(t_s, {"leader": self.leader, "follower": self.follower})
+
+    def _got_gripper(self, t_s: np.ndarray, jaw: np.ndarray, trigger: np.ndarray) -> None:
+        self.names = ["gripper jaw (0 closed .. 1 open)", "gripper trigger"]
+        self._got_curves(t_s, {"gripper": np.stack([np.asarray(jaw, np.float64),
+                                                    np.asarray(trigger, np.float64)], axis=1)})
+
+    def _got_curves(self, t_s: np.ndarray, curves: dict[str, np.ndarray]) -> None:
+        self.t_joints, self.curves = t_s, curves
         self.duration = max(self.duration, float(t_s[-1]))
         self._plot(force=True)
 
@@ -250,8 +267,14 @@ class ReplayScreen(Screen):
         text.append("\n←/→ scrub · p play · 2 speed · tab camera · ↑/↓ joint · a replay on arms", "dim")
         self.query_one("#replay-status", Static).update(text)
 
+    @property
+    def channels(self) -> int:
+        """Values per sample of the plotted trajectories (joints, or the gripper's jaw and trigger)."""
+        first = next(iter(self.curves.values()), None)
+        return first.shape[1] if first is not None and first.ndim == 2 else 0
+
     def _plot(self, force: bool = False) -> None:
-        if self.t_joints is None or self.follower is None or not self.follower.size:
+        if self.t_joints is None or not self.channels or not len(self.t_joints):
             return
         now = time.monotonic()
         if not force and (now - self._plot_at < PLOT_EVERY_S or abs(self.t - self._plot_t) < 1e-3):
@@ -265,8 +288,8 @@ class ReplayScreen(Screen):
         plt.clear_figure()
         plt.plotsize(w, h)
         plt.theme("clear")
-        plt.plot(t.tolist(), self.leader[::step, j].tolist(), label="leader", color="cyan")
-        plt.plot(t.tolist(), self.follower[::step, j].tolist(), label="follower", color="orange")
+        for (label, values), color in zip(self.curves.items(), ("cyan", "orange"), strict=False):
+            plt.plot(t.tolist(), values[::step, j].tolist(), label=label, color=color)
         plt.vline(self.t, "red")
         plt.title(f"{self.names[j] if j < len(self.names) else j} vs time (s)")
         widget.update(Text.from_ansi(plt.build()))
@@ -294,9 +317,9 @@ class ReplayScreen(Screen):
         self._status()
 
     def action_joint(self, delta: int) -> None:
-        if self.follower is None or self.follower.ndim != 2:
+        if not self.channels:
             return
-        self.joint = (self.joint + delta) % self.follower.shape[1]
+        self.joint = (self.joint + delta) % self.channels
         self._plot(force=True)
 
     def action_camera(self) -> None:

@@ -13,6 +13,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from rig.handheld import GripperView
 from rig.tui.controller import ArmView, CameraView, Snapshot, State
 from rig.tui.preview import image_segments
 
@@ -70,6 +71,55 @@ class ArmsPanel(Static):
                 str(a.misses),
                 Text(a.errors or "none", "red" if a.errors else "dim"),
             )
+        self.update(t)
+
+
+def _bar(frac: float, width: int = 16) -> Text:
+    full = round(max(0.0, min(1.0, frac)) * width)
+    return Text("█" * full, "cyan") + Text("░" * (width - full), "dim")
+
+
+def _vec(v: tuple[float, float, float] | None, fmt: str = "+.2f") -> str:
+    return "—" if v is None else " ".join(format(x, fmt) for x in v)
+
+
+class GripperPanel(Static):
+    """The handheld gripper: jaw, trigger and buttons (the record button marked), IMU, the
+    stream's measured rate and the clock sync's offset and drift."""
+
+    def show(self, g: GripperView | None) -> None:
+        if g is None:
+            self.update(Text("gripper: not open yet", "dim"))
+            return
+        t = Text()
+        t.append("jaw     ")
+        if g.jaw is None:
+            t.append("no sample yet", "yellow")
+        else:
+            t.append_text(_bar(g.jaw))
+            t.append(f" {g.jaw:4.2f} open ({g.jaw_rad:+.2f} rad)")
+        t.append("   trigger ")
+        t.append("●" if g.trigger else "○", "red" if g.trigger else "dim")
+        t.append("\nbuttons ")
+        for i in range(8):
+            t.append("●" if g.buttons >> i & 1 else "○", "red" if g.buttons >> i & 1 else "dim")
+        if g.record_button is not None:
+            what = "the trigger" if g.record_button == -1 else f"button {g.record_button}"
+            t.append(f"   {what} starts/stops a take", "dim")
+        t.append(f"\nIMU     accel {_vec(g.accel)} m/s²  gyro {_vec(g.gyro)} rad/s")
+        t.append("\nstream  ")
+        if not g.connected:
+            t.append("disconnected: it reconnects on its own when plugged back in", "red")
+        else:
+            t.append(f"{g.rate_hz:5.1f} Hz", "green" if g.rate_hz >= 0.9 * g.nominal_hz else "yellow")
+            t.append(f" / {g.nominal_hz:g}  lost {g.lost}  reconnects {g.reconnects}")
+        if g.faults:
+            t.append(f"  {g.faults}", "red")
+        t.append("\nclock   ")
+        if g.offset_s is None:
+            t.append("not synced yet", "yellow")
+        else:
+            t.append(f"offset {g.offset_s:+.6f} s  drift {g.drift_ppm:+.1f} ppm  ({g.syncs} syncs)")
         self.update(t)
 
 
@@ -190,4 +240,4 @@ class FrameView(ImageView):
     """The replay's frame; remembers when it first drew a real image (for the benchmark)."""
 
 
-__all__ = ["ArmsPanel", "Banner", "CameraTile", "FrameView", "ImageView", "LoopPanel", "TakePanel"]
+__all__ = ["ArmsPanel", "Banner", "CameraTile", "FrameView", "GripperPanel", "ImageView", "LoopPanel", "TakePanel"]
