@@ -67,7 +67,7 @@ def pick_codec(preferred: str = "auto") -> str:
 class VideoOptions:
     codec: str = "auto"  # "auto" | "av1" | "h264" | an FFmpeg encoder name
     crf: int = 30  # constant quality: lower is better and bigger (LeRobot's default is 30)
-    preset: int | str | None = None  # None: 8 for SVT-AV1 (0 slow..13 fast), "veryfast" for x264
+    preset: int | str | None = None  # None: 12 for SVT-AV1 (LeRobot's; 0 slow..13 fast), "veryfast" for x264
     gop: int = 2  # frames between keyframes; capped at 1 s
     threads: int = 0  # encoder threads, 0 = the encoder's choice
 
@@ -75,7 +75,7 @@ class VideoOptions:
         gop = max(1, min(int(self.gop), int(round(fps))))
         opts = {"crf": str(int(self.crf))}
         if codec == AV1:
-            opts["preset"] = str(8 if self.preset is None else self.preset)
+            opts["preset"] = str(12 if self.preset is None else self.preset)
             if self.threads:
                 opts["svtav1-params"] = f"lp={int(self.threads)}"
         elif codec == H264:
