@@ -19,7 +19,8 @@ import pytest
 from recorder import Dataset
 from recorder.export_lerobot import export_lerobot
 from recorder.video import psnr
-from tests.lerobot_data import CAMS, record, rig_frames
+from rig.cli import main as rig_main
+from tests.lerobot_data import CAMS, record, rig_frames, scene
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("RIG_LEROBOT_VENV", ROOT / ".venv-lerobot"))
@@ -79,3 +80,28 @@ def test_lerobot_loads_the_export_and_doctor_finds_no_failure(tmp_path):
     failures = [(c["name"], m["message"]) for c in report["checks"] for m in c["messages"] if m["severity"] == "FAIL"]
     assert failures == [] and report["overall_severity"] in ("PASS", "WARN"), failures
     assert report["total_episodes"] == 3 and report["total_frames"] == 335
+
+
+def test_a_dataset_written_by_lerobot_imports(tmp_path):
+    """LeRobot's own writer (lerobot-dataset 0.4.4) makes a dataset; `rig import` reads it back."""
+    frames = np.stack([scene(i) for i in range(30)])
+    np.save(tmp_path / "frames.npy", frames)
+    root = tmp_path / "written"
+    r = venv_run([str(PYTHON), str(ROOT / "benchmarks/lerobot_writer.py"), "write", str(tmp_path / "frames.npy"),
+                  str(root), "1", "2", "30"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    written = json.loads(r.stdout.strip().splitlines()[-1])
+    assert written["kept"] == 60
+    back = tmp_path / "back"
+    assert rig_main(["import", str(root), str(back)]) == 0
+    ep = Dataset(back).episode(0)
+    j = ep.read_stream("joints")
+    # the writer stores state = action = the frame number in all 14 values
+    assert np.array_equal(j["follower_q"], np.repeat(np.arange(30, dtype=np.float32)[:, None], 14, 1))
+    assert np.array_equal(j["action"], j["follower_q"])
+    assert np.allclose(np.diff(j["t_ns"]), 1e9 / 30, atol=1)  # LeRobot's timestamps, no capture times
+    for c in range(2):
+        got = ep.read_frames(f"cam{c}")
+        assert got.shape == (30, 48, 64, 3)
+        want = frames[(np.arange(30) + 7 * c) % 30]
+        assert psnr(got, want) > 30
