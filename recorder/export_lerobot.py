@@ -427,7 +427,8 @@ def _load_out(out: Path) -> _State:
         tasks = pq.read_table(out / TASKS_PATH).column("task").to_pylist() if (out / TASKS_PATH).exists() else []
     except Exception as e:
         raise RecorderError(f"{out}: its LeRobot metadata cannot be read ({e}); export into a new directory") from e
-    return _State(info, episodes, tasks)
+    # info.json is written last: rows past its total are from a run cut off while committing
+    return _State(info, episodes[: int(info.get("total_episodes", 0))], tasks)
 
 
 def _clean_leftovers(out: Path, state: _State) -> None:
