@@ -32,6 +32,7 @@ skipped; the others are exported.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -50,6 +51,11 @@ from recorder.dataset import Dataset, Episode, EpisodeInfo
 from recorder.errors import DiskFullError, RecorderError
 from recorder.layout import T_NS, Status, jsonable
 from recorder.video import VideoOptions, VideoWriter, pick_codec
+
+try:  # the checking pass decodes at 1/8 scale with it
+    import simplejpeg as _sj
+except ImportError:  # pragma: no cover - depends on the environment
+    _sj = None
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -151,7 +157,7 @@ class _Plan:
 
 
 def _plan_episode(ep: Episode, info: EpisodeInfo, opts: LeRobotExportOptions, fps: int | None,
-                  cameras: Sequence[str] | None) -> _Plan:
+                  cameras: Sequence[str] | None, row_times: bool = False) -> _Plan:
     where = f"episode {info.index}"
     if opts.stream not in ep.streams:
         raise ExportProblem(f"{where} has no stream {opts.stream!r} (it has {ep.streams}); skipped")
@@ -183,7 +189,7 @@ def _plan_episode(ep: Episode, info: EpisodeInfo, opts: LeRobotExportOptions, fp
         if name in data:
             columns[key] = np.asarray(data[name][pick], np.float32).reshape(n, -1)
     columns["rig.t_ns"] = ticks[pick]
-    if fps and not np.array_equal(row_t, ticks[pick]):
+    if row_times:  # an export at its own rate: the row's time beside the tick it took
         columns["rig.row_t_ns"] = row_t
     used = {getattr(opts, r) for r in STANDARD}
     for name in sorted(data):
@@ -219,11 +225,11 @@ def _plan_camera(ep: Episode, info: EpisodeInfo, cam: str, row_t: np.ndarray) ->
     # Every frame the export shows is read and decoded now, so a damaged chunk fails this episode
     # before anything of it is written.
     first = None
-    for i, img in _decoded(ep, cam, shown):
+    for i, shape in _decoded(ep, cam, shown, decode=_checked_shape):
         if first is None:
-            first = img.shape
-        elif img.shape != first:
-            raise ExportProblem(f"{where}: frame {i} is {img.shape}, earlier frames {first}; skipped")
+            first = shape
+        elif shape != first:
+            raise ExportProblem(f"{where}: frame {i} is {shape}, earlier frames {first}; skipped")
     assert first is not None
     if len(first) != 3 or first[2] != 3:
         raise ExportProblem(f"{where}: frames of shape {first} are not RGB; skipped")
@@ -237,9 +243,20 @@ def _plan_camera(ep: Episode, info: EpisodeInfo, cam: str, row_t: np.ndarray) ->
                    pick(index), al.skew_ns, (int(first[0]), int(first[1]), 3), summary, valid, gaps)
 
 
-def _decoded(ep: Episode, cam: str, rows: np.ndarray, chunk: int = 64) -> Iterator[tuple[int, np.ndarray]]:
-    """(row, RGB frame) for each entry of ``rows``: blobs are read ``chunk`` at a time and a frame
-    shown on consecutive rows is decoded once."""
+def _checked_shape(blob: bytes) -> tuple[int, ...]:
+    """The frame's (H, W, 3) after decoding all of its data: at 1/8 scale where simplejpeg is
+    there (every entropy-coded byte is still read, so damage shows; ~half the CPU)."""
+    if _sj is None:
+        return decode_jpeg(blob).shape
+    h, w, _, _ = _sj.decode_jpeg_header(blob)
+    _sj.decode_jpeg(blob, min_height=1, min_width=1)
+    return (h, w, 3)
+
+
+def _decoded(ep: Episode, cam: str, rows: np.ndarray, chunk: int = 64,
+             decode: Callable[[bytes], Any] = decode_jpeg) -> Iterator[tuple[int, Any]]:
+    """(row, decode(frame)) for each entry of ``rows``: blobs are read ``chunk`` at a time and a
+    frame shown on consecutive rows is decoded once."""
     where = f"episode {ep.index} camera {cam!r}"
     lo = hi = 0
     blobs: list[bytes] = []
@@ -256,7 +273,7 @@ def _decoded(ep: Episode, cam: str, rows: np.ndarray, chunk: int = 64) -> Iterat
                 if r >= hi:
                     raise ExportProblem(f"{where}: frame {r} is missing; skipped")
             try:
-                last_img = decode_jpeg(blobs[r - lo])
+                last_img = decode(blobs[r - lo])
             except Exception as e:
                 raise ExportProblem(f"{where}: frame {r} is damaged ({type(e).__name__}: {e}); skipped") from e
             last_r = r
@@ -589,7 +606,12 @@ def export_lerobot(
         cams = [k[len("observation.images."):] for k in _video_keys(state.info)]
     elif opts.cameras is not None:
         cams = list(opts.cameras)
+    if state.info is not None and (keys := _video_keys(state.info)):
+        # an append keeps the codec the export was made with
+        codec_name = state.info["features"][keys[0]].get("info", {}).get("video.codec", opts.video.codec)
+        opts = dataclasses.replace(opts, video=dataclasses.replace(opts.video, codec=codec_name))
     codec = pick_codec(opts.video.codec)
+    row_times = "rig.row_t_ns" in state.info["features"] if state.info else opts.fps is not None
     files: _Files | None = None
     new_rows: list[dict[str, Any]] = []
     features = state.info["features"] if state.info else None
@@ -603,7 +625,7 @@ def export_lerobot(
             current = info.index
             try:
                 ep = ds.episode(info.index)
-                plan = _plan_episode(ep, info, opts, fps, cams)
+                plan = _plan_episode(ep, info, opts, fps, cams, row_times)
             except ExportProblem as e:
                 report.skipped.append(str(e))
                 log(f"rig: {e}")

@@ -212,12 +212,7 @@ def _import_one(ds: Dataset, src: Path, info: dict[str, Any], ep: dict[str, Any]
     extra = {"imported_from": {"format": "lerobot", "source": str(src.resolve()),
                                "episode_index": int(ep["episode_index"]),
                                "rig_episode": ep.get("rig/episode"), "start_wall": ep.get("rig/start_wall")}}
-    return write_episode(ds, task, _rate(attrs, fps), t_ns, fields, cams, success, extra, attrs)
-
-
-def _rate(attrs: Mapping[str, Any], fps: float) -> float:
-    rate = (attrs.get("config") or {}).get("rate_hz")
-    return float(rate) if isinstance(rate, int | float) and rate > 0 else fps
+    return write_episode(ds, task, fps, t_ns, fields, cams, success, extra, attrs)
 
 
 def _camera_fps(attrs: Mapping[str, Any], cam: str, fps: float) -> float:

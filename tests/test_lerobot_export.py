@@ -125,6 +125,19 @@ def test_export_matches_the_rig_dataset(ds, tmp_path):
     assert no_partials(out)
 
 
+def test_a_lower_fps_takes_the_latest_tick_at_or_before_each_row(ds, tmp_path):
+    out = tmp_path / "lr25"
+    report = export_lerobot(ds, out, LeRobotExportOptions(fps=25), log=lambda _: None)
+    assert report.frames == 30 + 25
+    assert json.loads((out / "meta/info.json").read_text())["fps"] == 25
+    rows = data_rows(out)
+    j = ds.episode(0).read_stream("joints")
+    assert rows["rig.t_ns"][:30].tolist() == j["t_ns"][::2].tolist()  # ticks every 20 ms, rows every 40 ms
+    assert rows["rig.row_t_ns"][:30].tolist() == (j["t_ns"][0] + np.arange(30) * 40_000_000).tolist()
+    assert np.array_equal(rows["observation.state"][:30].astype(np.float32), j["follower_q"][::2])
+    assert rows["rig.tick"][:30].tolist() == list(range(0, 60, 2))
+
+
 def test_append_adds_only_new_episodes(ds, tmp_path):
     out = tmp_path / "lr"
     export_lerobot(ds, out, log=lambda _: None)
