@@ -30,7 +30,7 @@ ALOHA_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wr
 _NUMBER = re.compile(r"(\d+)")
 
 
-def aloha_config(n_values: int) -> dict[str, Any] | None:
+def aloha_config(n_values: int, fps: float = ALOHA_FPS) -> dict[str, Any] | None:
     """A config snapshot naming ALOHA's 14 values (left arm, right arm), so exports and replay
     show joint names; None for other widths."""
     if n_values != 14:
@@ -39,7 +39,7 @@ def aloha_config(n_values: int) -> dict[str, Any] | None:
     for side in ("left", "right"):
         joints = [{"name": j} for j in ALOHA_JOINTS] + [{"name": "gripper", "gripper": True}]
         arms.append({"name": side, "role": "follower", "joints": joints})
-    return {"name": "aloha", "rate_hz": ALOHA_FPS, "arms": arms}
+    return {"name": "aloha", "rate_hz": fps, "arms": arms}
 
 
 def is_aloha_folder(path: Path) -> bool:
@@ -102,7 +102,7 @@ def _import_one(ds: Dataset, root, path: Path, fps: float, task: str | None) -> 
     name = task if task is not None else str(root.attrs.get("rig_task", "") or path.parent.name)
     extra = {"imported_from": {"format": "aloha-hdf5", "source": str(path.resolve()),
                                "sim": bool(root.attrs.get("sim", False))}}
-    attrs = {"config": aloha_config(qpos.shape[1])} if qpos.shape[1] == 14 else {}
+    attrs = {"config": aloha_config(qpos.shape[1], fps) or {"name": "aloha", "rate_hz": fps, "arms": []}}
     return write_episode(ds, name, fps, t_ns, fields, cams, None, extra, attrs)
 
 

@@ -196,9 +196,10 @@ def _import_one(ds: Dataset, src: Path, info: dict[str, Any], ep: dict[str, Any]
     else:
         ts = _column(rows, "timestamp").astype(np.float64)
         t_ns = time.monotonic_ns() + np.round(ts * 1e9).astype(np.int64)
-    attrs: dict[str, Any] = {}
     if ep.get("rig/attrs"):
-        attrs = json.loads(ep["rig/attrs"])
+        attrs: dict[str, Any] = json.loads(ep["rig/attrs"])
+    else:  # recorded elsewhere: a config snapshot with the rate and the joint names LeRobot has
+        attrs = {"config": lerobot_config(info, fields["follower_q"].shape[1], fps)}
     cams = []
     for key in video_keys:
         cam = key.removeprefix("observation.images.")
@@ -213,6 +214,19 @@ def _import_one(ds: Dataset, src: Path, info: dict[str, Any], ep: dict[str, Any]
                                "episode_index": int(ep["episode_index"]),
                                "rig_episode": ep.get("rig/episode"), "start_wall": ep.get("rig/start_wall")}}
     return write_episode(ds, task, fps, t_ns, fields, cams, success, extra, attrs)
+
+
+def lerobot_config(info: dict[str, Any], n: int, fps: float) -> dict[str, Any]:
+    """What the rig keeps as an episode's config, from a LeRobot dataset recorded elsewhere:
+    the tick rate, and one follower arm whose joints are observation.state's names."""
+    names = info["features"]["observation.state"].get("names")
+    if isinstance(names, dict):  # older LeRobot: {"motors": [...]}
+        names = next(iter(names.values()), None)
+    robot = str(info.get("robot_type") or "robot")
+    arms = []
+    if isinstance(names, list) and len(names) == n and all(isinstance(x, str) for x in names):
+        arms = [{"name": robot, "role": "follower", "joints": [{"name": x} for x in names]}]
+    return {"name": robot, "rate_hz": fps, "arms": arms}
 
 
 def _camera_fps(attrs: Mapping[str, Any], cam: str, fps: float) -> float:

@@ -20,6 +20,7 @@ from recorder.export_lerobot import LeRobotExportOptions, export_lerobot
 from recorder.import_aloha import import_aloha
 from recorder.video import psnr, read_frames
 from rig.cli import main as rig_main
+from rig.train.data import load_episode
 from tests.lerobot_data import CAMS, LATENCY, record, rig_frames, zero_tick_episode
 
 pytestmark = pytest.mark.filterwarnings("ignore:The data type \\(VariableLengthBytes")
@@ -273,6 +274,10 @@ def test_lerobot_round_trip_keeps_every_value(ds, tmp_path):
             for k in ("t_ns", "t_device_ns", "index"):
                 assert tb[k].tolist() == ta[k][shown].tolist()
             assert psnr(eb.read_frames(cam), ea.read_frames(cam)[shown]) > PSNR_DB
+    # quick-train's loader reads it as it reads recorded takes
+    loaded = load_episode(b, 1)
+    assert loaded.rate_hz == 50 and loaded.q.shape == (50, 4) and set(loaded.frames) == set(CAMS)
+    assert loaded.joints.names == ("follower_waist", "follower_shoulder", "follower_elbow", "follower_gripper")
 
 
 def test_aloha_folder_imports(ds, tmp_path):
@@ -293,6 +298,7 @@ def test_aloha_folder_imports(ds, tmp_path):
         al = ds.episode(src).align("cam_high", "joints").indices
         want = rig_frames(ds, src, "cam_high", np.where(al < 0, 0, al))
         assert psnr(eb.read_frames("cam_high"), want) > PSNR_DB
+    assert load_episode(b, 2).q.shape == (20, 4)  # quick-train reads it
 
 
 def test_import_refuses_what_it_cannot_read(tmp_path, capsys):
