@@ -142,6 +142,7 @@ class _Camera:
     summary: dict[str, Any]
     recorded: int
     gaps: int
+    cache: _BlobCache
 
 
 @dataclass
@@ -225,12 +226,14 @@ def _plan_camera(ep: Episode, info: EpisodeInfo, cam: str, row_t: np.ndarray) ->
     # Every frame the export shows is read and decoded now, so a damaged chunk fails this episode
     # before anything of it is written.
     first = None
-    for i, shape in _decoded(ep, cam, shown, decode=_checked_shape):
+    cache = _BlobCache()
+    for i, shape in _decoded(ep, cam, shown, decode=_checked_shape, cache=cache):
         if first is None:
             first = shape
         elif shape != first:
             raise ExportProblem(f"{where}: frame {i} is {shape}, earlier frames {first}; skipped")
     assert first is not None
+    cache.ready = True
     if len(first) != 3 or first[2] != 3:
         raise ExportProblem(f"{where}: frames of shape {first} are not RGB; skipped")
     index = np.asarray(times[layout.INDEX][:valid], np.int64)
@@ -240,7 +243,7 @@ def _plan_camera(ep: Episode, info: EpisodeInfo, cam: str, row_t: np.ndarray) ->
         return np.where(rows < 0, -1, a[take])
     summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in al.summary().items()}
     return _Camera(cam, rows, shown, pick(t), pick(np.asarray(times[layout.T_DEVICE_NS][:valid], np.int64)),
-                   pick(index), al.skew_ns, (int(first[0]), int(first[1]), 3), summary, valid, gaps)
+                   pick(index), al.skew_ns, (int(first[0]), int(first[1]), 3), summary, valid, gaps, cache)
 
 
 def _checked_shape(blob: bytes) -> tuple[int, ...]:
@@ -253,27 +256,57 @@ def _checked_shape(blob: bytes) -> tuple[int, ...]:
     return (h, w, 3)
 
 
+@dataclass
+class _BlobCache:
+    """The JPEG blobs the checking pass read, kept (up to ``budget`` bytes) so that the encoding
+    pass does not read them from disk again."""
+
+    budget: int = 128 * 1024 * 1024
+    blobs: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
+    over: bool = False
+    ready: bool = False
+
+    def keep(self, row: int, blob: bytes) -> None:
+        if self.over:
+            return
+        self.size += len(blob)
+        if self.size > self.budget:
+            self.over = True
+            self.blobs.clear()
+        else:
+            self.blobs[row] = blob
+
+
 def _decoded(ep: Episode, cam: str, rows: np.ndarray, chunk: int = 64,
-             decode: Callable[[bytes], Any] = decode_jpeg) -> Iterator[tuple[int, Any]]:
-    """(row, decode(frame)) for each entry of ``rows``: blobs are read ``chunk`` at a time and a
-    frame shown on consecutive rows is decoded once."""
+             decode: Callable[[bytes], Any] = decode_jpeg, cache: _BlobCache | None = None,
+             ) -> Iterator[tuple[int, Any]]:
+    """(row, decode(frame)) for each entry of ``rows``: blobs are read ``chunk`` at a time (or
+    taken from a ready ``cache``, else kept in it) and a frame shown on consecutive rows is
+    decoded once."""
     where = f"episode {ep.index} camera {cam!r}"
+    use = cache is not None and cache.ready and not cache.over
     lo = hi = 0
     blobs: list[bytes] = []
     last_r, last_img = None, None
     for r in rows.tolist():
         if r != last_r:
-            if not lo <= r < hi:
-                try:
-                    blobs = ep.read_jpeg(cam, r, r + chunk)
-                except Exception as e:
-                    raise ExportProblem(f"{where}: frames {r}-{r + chunk - 1} are damaged "
-                                        f"({type(e).__name__}: {e}); skipped") from e
-                lo, hi = r, r + len(blobs)
-                if r >= hi:
-                    raise ExportProblem(f"{where}: frame {r} is missing; skipped")
+            blob = cache.blobs.get(r) if use else None  # type: ignore[union-attr]
+            if blob is None:
+                if not lo <= r < hi:
+                    try:
+                        blobs = ep.read_jpeg(cam, r, r + chunk)
+                    except Exception as e:
+                        raise ExportProblem(f"{where}: frames {r}-{r + chunk - 1} are damaged "
+                                            f"({type(e).__name__}: {e}); skipped") from e
+                    lo, hi = r, r + len(blobs)
+                    if r >= hi:
+                        raise ExportProblem(f"{where}: frame {r} is missing; skipped")
+                blob = blobs[r - lo]
+                if cache is not None and not use:
+                    cache.keep(r, blob)
             try:
-                last_img = decode(blobs[r - lo])
+                last_img = decode(blob)
             except Exception as e:
                 raise ExportProblem(f"{where}: frame {r} is damaged ({type(e).__name__}: {e}); skipped") from e
             last_r = r
@@ -747,10 +780,11 @@ def _write_episode(files: _Files, plan: _Plan, features: dict[str, Any], ep_inde
         writer, (c, f) = files.video(key, cam.shape)
         img_stats = _ImageStats(n)
         start = writer.frames
-        for i, (_, img) in enumerate(_decoded(plan.ep, cam.name, cam.shown)):
+        for i, (_, img) in enumerate(_decoded(plan.ep, cam.name, cam.shown, cache=cam.cache)):
             writer.write(img)
             img_stats.add(i, img)
         stats[key] = img_stats.result()
+        cam.cache.blobs.clear()
         row[f"videos/{key}/chunk_index"] = c
         row[f"videos/{key}/file_index"] = f
         row[f"videos/{key}/from_timestamp"] = start / fps
