@@ -49,6 +49,7 @@ from recorder.align import align_frames_to_ticks
 from recorder.codec import decode_jpeg
 from recorder.dataset import Dataset, Episode, EpisodeInfo
 from recorder.errors import DiskFullError, RecorderError
+from recorder.export_hdf5 import AlohaMapping
 from recorder.layout import T_NS, Status, jsonable
 from recorder.video import VideoOptions, VideoWriter, pick_codec
 
@@ -79,11 +80,9 @@ def camera_key(cam: str) -> str:
 
 @dataclass(frozen=True)
 class LeRobotExportOptions:
-    stream: str = "joints"
-    state: str = "follower_q"
-    action: str = "action"
-    velocity: str = "follower_dq"
-    effort: str = "follower_current"
+    # the stream and fields, named as for the ALOHA export: qpos -> observation.state, action,
+    # qvel -> observation.velocity, effort -> observation.effort
+    fields: AlohaMapping = AlohaMapping()
     cameras: Sequence[str] | None = None  # None: every camera of the first exported episode
     fps: int | None = None  # None: the stream's tick rate (one row per tick, every value kept)
     include_recovered: bool = False
@@ -93,6 +92,26 @@ class LeRobotExportOptions:
     data_files_size_in_mb: int = 100
     video_files_size_in_mb: int = 200
     chunks_size: int = CHUNKS_SIZE
+
+    @property
+    def stream(self) -> str:
+        return self.fields.stream
+
+    @property
+    def state(self) -> str:
+        return self.fields.qpos
+
+    @property
+    def action(self) -> str:
+        return self.fields.action
+
+    @property
+    def velocity(self) -> str:
+        return self.fields.qvel
+
+    @property
+    def effort(self) -> str:
+        return self.fields.effort
 
 
 @dataclass

@@ -67,13 +67,9 @@ def import_aloha(source: str | Path, dataset: str | Path, fps: float = ALOHA_FPS
     for path in files:
         try:
             with h5py.File(path, "r") as root:
-                index, n = _import_one(ds, root, path, fps, task)
-            report.episodes.append(index)
-            report.frames += n
+                report.add(*_import_one(ds, root, path, fps, task))
         except Exception as e:
-            msg = f"{path.name} cannot be imported ({type(e).__name__}: {e}); skipped"
-            report.skipped.append(msg)
-            log(f"rig: {msg}")
+            report.skip(path.name, e, log)
     return report
 
 

@@ -51,6 +51,16 @@ class ImportReport:
     def ok(self) -> bool:
         return not self.skipped
 
+    def add(self, index: int, frames: int) -> None:
+        self.episodes.append(index)
+        self.frames += frames
+
+    def skip(self, where: str, e: Exception, log: Callable[[str], None]) -> None:
+        """One bad episode is one line; the import goes on with the others."""
+        msg = f"{where} cannot be imported ({type(e).__name__}: {e}); skipped"
+        self.skipped.append(msg)
+        log(f"rig: {msg}")
+
 
 @dataclass
 class CameraTrack:
@@ -154,13 +164,9 @@ def import_lerobot(source: str | Path, dataset: str | Path, log: Callable[[str],
             table = data_cache[rel]
             idx = np.asarray(table.column("episode_index"))
             rows = table.filter(idx == ep["episode_index"])
-            index, n = _import_one(ds, src, info, ep, rows, fps, video_keys)
-            report.episodes.append(index)
-            report.frames += n
+            report.add(*_import_one(ds, src, info, ep, rows, fps, video_keys))
         except Exception as e:
-            msg = f"{where} cannot be imported ({type(e).__name__}: {e}); skipped"
-            report.skipped.append(msg)
-            log(f"rig: {msg}")
+            report.skip(where, e, log)
     return report
 
 

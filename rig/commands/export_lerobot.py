@@ -19,11 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recorder.export_hdf5 import AlohaMapping
     from recorder.export_lerobot import LeRobotExportOptions, export_lerobot
     from recorder.video import VideoOptions
 
     opts = LeRobotExportOptions(
-        stream=args.stream, state=args.qpos, action=args.action, velocity=args.qvel, effort=args.effort,
+        fields=AlohaMapping(args.stream, args.qpos, args.qvel, args.effort, args.action),
         cameras=[c for c in args.cameras.split(",") if c] if args.cameras else None, fps=args.fps,
         include_recovered=args.recovered, include_failed=args.include_failed, robot_type=args.robot_type,
         video=VideoOptions(codec=args.codec, crf=args.crf, gop=args.gop),
