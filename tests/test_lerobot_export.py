@@ -163,6 +163,28 @@ def test_append_adds_only_new_episodes(ds, tmp_path):
     assert export_lerobot(ds, out, log=lambda _: None).exported == []  # nothing new
 
 
+def test_a_run_cut_off_before_its_commit_is_redone(ds, tmp_path):
+    """kill -9 after the new files and the episodes table but before info.json: the next run
+    removes what no committed episode points to and exports the take again."""
+    out = tmp_path / "lr"
+    export_lerobot(ds, out, log=lambda _: None)
+    committed = (out / "meta/info.json").read_bytes()
+    record(ds, 44)
+    export_lerobot(ds, out, log=lambda _: None)
+    (out / "meta/info.json").write_bytes(committed)  # the cut-off run never wrote it
+    (out / "data/chunk-000/file-002.parquet.partial").write_bytes(b"half a file")
+    report = export_lerobot(ds, out, log=lambda _: None)
+    assert report.already == [0, 2] and report.exported == [5]
+    assert no_partials(out)
+    info = json.loads((out / "meta/info.json").read_text())
+    assert (info["total_episodes"], info["total_frames"]) == (3, 154)
+    eps = table(out / "meta/episodes/chunk-000/file-000.parquet")
+    assert [e["rig/episode"] for e in eps] == [0, 2, 5]
+    assert data_rows(out)["index"].tolist() == list(range(154))
+    files = sorted(str(p.relative_to(out)) for p in (out / "data").rglob("*.parquet"))
+    assert files == ["data/chunk-000/file-000.parquet", "data/chunk-000/file-001.parquet"]
+
+
 def test_bad_episodes_are_reported_and_the_rest_exported(ds, tmp_path, capsys):
     bad = zero_tick_episode(ds)
     damaged = record(ds, 50)
