@@ -192,7 +192,7 @@ def _plan_episode(ep: Episode, info: EpisodeInfo, opts: LeRobotExportOptions, fp
         if getattr(opts, role) not in data:
             raise ExportProblem(f"{where}: stream {opts.stream!r} has no field {getattr(opts, role)!r} for "
                                 f"{STANDARD[role]} (it has {sorted(data)}); skipped")
-    rate = fps or _stream_rate(ep, opts.stream)
+    rate = fps or _stream_rate(ep, opts.stream) or 50.0
     if fps and abs(_stream_rate(ep, opts.stream) - fps) > 1e-6:
         # a grid at the export rate; each row takes the latest tick at or before it
         grid = ticks[0] + np.round(np.arange(int((ticks[-1] - ticks[0]) * fps // 1_000_000_000) + 1)
