@@ -631,8 +631,10 @@ def export_lerobot(
     out: str | Path,
     options: LeRobotExportOptions | None = None,
     log: Callable[[str], None] = print,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
-    """Export every kept, complete episode of ``dataset`` not yet in ``out``; see the module doc."""
+    """Export every kept, complete episode of ``dataset`` not yet in ``out``; see the module doc.
+    ``log`` gets one line per bad episode, ``progress`` one per exported episode."""
     opts = options or LeRobotExportOptions()
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     out = Path(out)
@@ -712,6 +714,9 @@ def export_lerobot(
             ep_index += 1
             report.exported.append(info.index)
             report.frames += plan.n
+            if progress is not None:
+                progress(f"episode {info.index} -> LeRobot episode {ep_index - 1}: {plan.n} rows, "
+                         f"{len(plan.cameras)} camera(s)")
             report.recorded_s += plan.duration_s
         if files is not None:
             files.close()

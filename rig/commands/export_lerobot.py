@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         video=VideoOptions(codec=args.codec, crf=args.crf, gop=args.gop),
     )
     t0 = time.monotonic()
-    report = export_lerobot(args.dataset, args.out, opts, log=lambda line: print(line, file=sys.stderr))
+    report = export_lerobot(args.dataset, args.out, opts, log=lambda line: print(line, file=sys.stderr),
+                            progress=lambda line: print(line, flush=True))
     wall = time.monotonic() - t0
     kept = f" ({len(report.already)} already there)" if report.already else ""
     speed = f", {report.recorded_s / wall:.1f} recorded s per s" if report.exported and wall > 0 else ""
