@@ -76,3 +76,13 @@ def recorded_takes(tmp_path_factory) -> Path:
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
     return ds
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """One local Ray for the whole session: 2 CPUs, no dashboard (workers reach moto like the driver)."""
+    ray = pytest.importorskip("ray", reason="pip install 'rig[fleet]' (ray[data])")
+    env = {**s3_server.env, "PYTHONPATH": str(ROOT)}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()

@@ -163,22 +163,26 @@ def corrupt(store: ObjectStore, prefix: str, fault: str, other_prefix: str | Non
 
 def simulate_fleet(work: Path, store: ObjectStore, contractors: int = 3, episodes: int = 4,
                    bad_fraction: float = 0.3, seed: int = 0, spec: EpisodeSpec | None = None,
-                   datasets: dict[str, Path] | None = None) -> FleetTruth:
+                   datasets: dict[str, Path] | None = None,
+                   faults: list[str | None] | None = None) -> FleetTruth:
     """Make ``contractors`` datasets of ``episodes`` episodes under ``work``, upload each under its
     own identity, then damage some uploads. ``datasets`` adds recorded datasets (contractor -> path)
-    uploaded as they are (good episodes)."""
+    uploaded as they are (good episodes). ``faults`` fixes the fault of each episode in order
+    (contractor by contractor) instead of drawing them with ``bad_fraction``."""
     spec = spec or EpisodeSpec()
     rng = random.Random(seed)
     truth = FleetTruth()
-    faults = list(DATA_FAULTS + STORE_FAULTS)
-    rng.shuffle(faults)
+    cycle = list(DATA_FAULTS + STORE_FAULTS)
+    rng.shuffle(cycle)
     plan: list[tuple[str, int, str | None]] = []
     k = 0
     for c in range(contractors):
         for e in range(episodes):
             fault = None
-            if rng.random() < bad_fraction:
-                fault = faults[k % len(faults)]
+            if faults is not None:
+                fault = faults[len(plan)] if len(plan) < len(faults) else None
+            elif rng.random() < bad_fraction:
+                fault = cycle[k % len(cycle)]
                 k += 1
             plan.append((f"contractor-{c:03d}", e, fault))
     by_contractor: dict[str, list[tuple[int, str | None]]] = {}
