@@ -1,0 +1,41 @@
+"""`rig export DATASET OUT --format lerobot`: the options and the run (rig/commands/export.py
+hands this format over; recorder/export_lerobot.py does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--format lerobot (LeRobotDataset v3.0; --qpos is observation.state)")
+    g.add_argument("--fps", type=int, help="rows per second (default: the tick rate, one row per tick)")
+    g.add_argument("--recovered", action="store_true", help="also export episodes recovered after a crash")
+    g.add_argument("--codec", default="auto", help="video codec: auto (AV1 where available, else H.264), av1, h264")
+    g.add_argument("--crf", type=int, default=30, help="video quality, lower is better and larger (default 30)")
+    g.add_argument("--gop", type=int, default=2, help="frames between keyframes (default 2, capped at 1 s)")
+    g.add_argument("--robot-type", help="info.json robot_type (default: the rig's name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from recorder.export_lerobot import LeRobotExportOptions, export_lerobot
+    from recorder.video import VideoOptions
+
+    opts = LeRobotExportOptions(
+        stream=args.stream, state=args.qpos, action=args.action, velocity=args.qvel, effort=args.effort,
+        cameras=[c for c in args.cameras.split(",") if c] if args.cameras else None, fps=args.fps,
+        include_recovered=args.recovered, include_failed=args.include_failed, robot_type=args.robot_type,
+        video=VideoOptions(codec=args.codec, crf=args.crf, gop=args.gop),
+    )
+    t0 = time.monotonic()
+    report = export_lerobot(args.dataset, args.out, opts, log=lambda line: print(line, file=sys.stderr))
+    wall = time.monotonic() - t0
+    kept = f" ({len(report.already)} already there)" if report.already else ""
+    speed = f", {report.recorded_s / wall:.1f} recorded s per s" if report.exported and wall > 0 else ""
+    print(f"exported {len(report.exported)} episode(s), {report.frames} frames, to {args.out}{kept}{speed}")
+    if report.skipped:
+        print(f"rig: {len(report.skipped)} episode(s) skipped (see above); fix or leave them out, then run the "
+              f"same command again to add them", file=sys.stderr)
+        return 2
+    return 0
