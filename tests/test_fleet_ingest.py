@@ -3,6 +3,7 @@ report; every bad episode is rejected for its own reason; a rerun ingests only n
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -33,7 +34,8 @@ def test_ingest_catalogs_the_fleet_and_rejects_bad_uploads_for_the_right_reasons
                            datasets={"carol": takes})
     assert sorted(f for f in truth.faults.values() if f) == sorted(faults)
     catalog = tmp_path / "catalog"
-    assert main(["fleet", "ingest", source, "--catalog", str(catalog)]) == 0
+    lerobot = tmp_path / "lerobot"
+    assert main(["fleet", "ingest", source, "--catalog", str(catalog), "--lerobot", str(lerobot)]) == 0
     out = capsys.readouterr().out
     assert "17 manifest(s)" in out and "17 new" in out
     rows = {r["prefix"]: r for r in read_catalog(catalog).to_pylist()}
@@ -75,6 +77,12 @@ def test_ingest_catalogs_the_fleet_and_rejects_bad_uploads_for_the_right_reasons
     assert "stall x1" in " ".join(rep["rejections"]) and "truncated object x1" in " ".join(rep["rejections"])
     assert (catalog / "report.txt").read_text().count("contractor-00") == 3
     assert pq.read_table(catalog / "contractors.parquet").num_rows == 4
+    # the accepted episodes, and only those, became LeRobot v3 shards through the exporter
+    info = json.loads((lerobot / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == int(table["accepted"].sum())
+    assert f"exported {info['total_episodes']} accepted episode(s) as LeRobot v3" in out
+    episodes = pq.read_table(lerobot / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pandas()
+    assert len(episodes) == info["total_episodes"]
     # a rerun ingests nothing; a new upload is the only new row
     res = ingest(source, catalog)
     assert res.new == 0 and read_catalog(catalog).num_rows == 17
