@@ -28,6 +28,13 @@ def register(sub) -> None:
     s.add_argument("--seconds", type=float, default=3.0, help="length of each episode")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=run_simulate)
+    c = fsub.add_parser("compact", help="transcode kept episodes' JPEG cameras to video (AV1/H.264), verified")
+    c.add_argument("dataset", type=Path)
+    c.add_argument("--codec", default="auto", choices=["auto", "av1", "h264"])
+    c.add_argument("--crf", type=int, default=None, help="quality (default: 30 for AV1, 18 for H.264)")
+    c.add_argument("--threads", type=int, default=1, help="encoder threads (default 1: background work)")
+    c.add_argument("--background", action="store_true", help="run niced in a separate process and return")
+    c.set_defaults(func=run_compact)
     q = fsub.add_parser("catalog", help="query a catalog: totals, or the rejected episodes")
     q.add_argument("catalog", type=Path)
     q.add_argument("--rejected", action="store_true", help="list rejected episodes with their reasons")
@@ -66,6 +73,22 @@ def run_simulate(args: argparse.Namespace) -> int:
           f"{len(bad)} bad on purpose:")
     for p, f in sorted(bad.items()):
         print(f"  {p}: {f}")
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    from recorder.compact import BackgroundCompactor, CompactOptions, compact_dataset
+
+    opts = CompactOptions(codec=args.codec, crf=args.crf, threads=args.threads)
+    if args.background:
+        bg = BackgroundCompactor(args.dataset, opts)
+        bg.start()
+        print(f"compacting {args.dataset} in the background (pid {bg.proc.pid}, nice {bg.nice})")
+        return 0
+    reports = compact_dataset(args.dataset, opts)
+    skipped = sum(len(r.skipped) for r in reports)
+    print(f"{sum(len(r.cameras) for r in reports)} camera(s) of {len(reports)} episode(s) compacted"
+          + (f"; {skipped} kept as JPEG (see above)" if skipped else ""))
     return 0
 
 
