@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def s3_server():
     """moto's standalone S3 server on 127.0.0.1 (a real HTTP server; boto3 talks to it over TCP)."""
     pytest.importorskip("moto.server", reason="pip install 'rig[fleet,test]' (moto[server])")
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
 
     saved = {k: os.environ.get(k) for k in (*S3_ENV, "AWS_ENDPOINT_URL")}
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--bwlimit", default=None, help="bandwidth limit in bytes/s, e.g. 2M (default: none)")
     p.add_argument("--part-size", default="8M", help="multipart part size (>= 5M, default 8M)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compact", action="store_true",
+                   help="first transcode kept episodes' JPEG cameras to video (see `rig fleet compact`)")
     p.add_argument("--set-identity", action="store_true", help="set this rig's contractor (and device) id, once")
     p.add_argument("--contractor", help="with --set-identity: the contractor id")
     p.add_argument("--device", help="with --set-identity: the device id (default: generated)")
@@ -61,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(rows) - len(pending)} uploaded, {len(pending)} pending ({left / 1e6:.1f} MB to send) "
               f"to {store.url}")
         return 0
+    if args.compact:
+        from recorder.compact import compact_dataset
+
+        compact_dataset(args.dataset)
     bw = parse_size(args.bwlimit) if args.bwlimit else None
     opts = UploadOptions(part_size=int(parse_size(args.part_size)), multipart_threshold=2 * int(parse_size(args.part_size)),
                          bwlimit=bw, progress=not args.no_progress)

@@ -53,6 +53,8 @@ def emit_lerobot(source: str, catalog: Path, out: Path, fps: int = 30, log=print
                                     robot_type="rig-handheld")
         rep = export_lerobot(ds, out, opts, log=log)
         shutil.rmtree(ds.path, ignore_errors=True)
+    for line in rep.skipped:  # e.g. a camera size that differs from the export's: that episode waits
+        log(f"rig: not emitted: {line}")
     emitted = [todo[i]["manifest_key"] for i in rep.exported]
     record.write_text(json.dumps(sorted(done | set(emitted))))
     return len(emitted)

@@ -46,15 +46,17 @@ def schema():
     return pa.schema([(k, kinds[t]) for k, t in COLUMNS.items()])
 
 
-def read_catalog(catalog: Path, columns: list[str] | None = None):
-    """The whole catalog as one pyarrow Table (empty, with the schema, when there is none yet)."""
+def read_catalog(catalog: Path, columns: list[str] | None = None, filter=None):
+    """The catalog as one pyarrow Table (empty, with the schema, when there is none yet);
+    ``filter`` is a pyarrow expression pushed down to the Parquet reader, e.g.
+    ``(pc.field("contractor") == "alice") & ~pc.field("accepted")``."""
     import pyarrow.dataset as pads
 
     d = Path(catalog) / EPISODES_DIR
     if not d.is_dir() or not any(d.glob("*.parquet")):
         t = schema().empty_table()
         return t.select(columns) if columns else t
-    return pads.dataset(str(d), format="parquet", schema=schema()).to_table(columns=columns)
+    return pads.dataset(str(d), format="parquet", schema=schema()).to_table(columns=columns, filter=filter)
 
 
 def start_ray(address: str | None = None, workers: int | None = None) -> None:
@@ -144,16 +146,19 @@ def contractor_report(catalog: Path):
         return pd.DataFrame(columns=["contractor", "episodes", "accepted", "hours_recorded", "hours_accepted",
                                      "mean_quality", "rejections"])
     t["hours"] = t["duration_s"].fillna(t["claimed_duration_s"]).fillna(0.0) / 3600.0
-    out = []
-    for c, g in t.groupby("contractor", sort=True):
-        rej = g[~g["accepted"]]["category"].value_counts()
-        out.append({
-            "contractor": c, "episodes": len(g), "accepted": int(g["accepted"].sum()),
-            "hours_recorded": float(g["hours"].sum()), "hours_accepted": float(g[g["accepted"]]["hours"].sum()),
-            "mean_quality": float(g[g["accepted"]]["quality"].mean()) if g["accepted"].any() else 0.0,
-            "rejections": ", ".join(f"{k} x{v}" for k, v in rej.items()),
-        })
-    return pd.DataFrame(out)
+    acc = t[t["accepted"]]
+    rep = t.groupby("contractor", sort=True).agg(episodes=("accepted", "size"), accepted=("accepted", "sum"),
+                                                  hours_recorded=("hours", "sum"))
+    rep["hours_accepted"] = acc.groupby("contractor")["hours"].sum().reindex(rep.index).fillna(0.0)
+    rep["mean_quality"] = acc.groupby("contractor")["quality"].mean().reindex(rep.index).fillna(0.0)
+    counts = t[~t["accepted"]].groupby(["contractor", "category"]).size()
+    text: dict[str, list[str]] = {}
+    for (c, cat), n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
+        text.setdefault(c, []).append(f"{cat} x{n}")
+    rep["rejections"] = [", ".join(text.get(c, [])) for c in rep.index]
+    rep["accepted"] = rep["accepted"].astype(int)
+    return rep.reset_index()[["contractor", "episodes", "accepted", "hours_recorded", "hours_accepted",
+                              "mean_quality", "rejections"]]
 
 
 def write_report(catalog: Path) -> str:

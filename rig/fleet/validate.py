@@ -166,8 +166,8 @@ def _check_episode(path: Path, m: Manifest, row: dict[str, Any], reasons: list[s
         if t.size < 2:
             reasons.append(f"duration: stream {name} has {t.size} rows")
             continue
-        lo = t[0] if lo is None else min(lo, t[0])
-        hi = t[-1] if hi is None else max(hi, t[-1])
+        lo = t.min() if lo is None else min(lo, t.min())
+        hi = t.max() if hi is None else max(hi, t.max())
         d = np.diff(t)
         back = int(np.count_nonzero(d <= 0))
         if back:
@@ -206,6 +206,9 @@ def _check_episode(path: Path, m: Manifest, row: dict[str, Any], reasons: list[s
         if n_frames != t.size:
             reasons.append(f"schema: camera {name} has {n_frames} frames for {t.size} time stamps")
         frames_total += int(t.size)
+        if t.size:
+            lo = t.min() if lo is None else min(lo, t.min())
+            hi = t.max() if hi is None else max(hi, t.max())
         if t.size >= 2:
             d = np.diff(t)
             back = int(np.count_nonzero(d <= 0))
