@@ -94,7 +94,10 @@ def camera_jpeg(episode_path: Path, cam: str, start: int = 0, stop: int | None =
 @dataclass(frozen=True)
 class CompactOptions:
     codec: str = "auto"  # "auto" (AV1 where PyAV has SVT-AV1, else H.264), "av1" or "h264"
-    crf: int | None = None  # None: 30 for AV1 (LeRobot's default), 18 for H.264
+    # None: 38 for AV1, 22 for H.264 -- on the simulated rig's rendered frames both are >= 8x smaller
+    # than the stored JPEGs at >= 38 dB (benchmarks/bench_fleet.py); AV1 38 is also smaller than
+    # LeRobot's default (AV1 crf 30) on noisy camera frames
+    crf: int | None = None
     preset: int | str | None = None  # None: 10 for SVT-AV1, "veryfast" for x264
     gop_s: float = 1.0  # a keyframe at least this often (never more than 1 s)
     threads: int = 1  # encoder threads: compaction is background work, one core by default
@@ -103,7 +106,7 @@ class CompactOptions:
     def video_options(self, codec: str, fps: float):
         from recorder.video import AV1, VideoOptions
 
-        crf = self.crf if self.crf is not None else (30 if codec == AV1 else 18)
+        crf = self.crf if self.crf is not None else (38 if codec == AV1 else 22)
         preset = self.preset if self.preset is not None else (10 if codec == AV1 else "veryfast")
         gop = max(1, int(round(min(self.gop_s, 1.0) * fps)))
         return VideoOptions(codec=codec, crf=crf, preset=preset, gop=gop, threads=self.threads)

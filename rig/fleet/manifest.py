@@ -29,6 +29,7 @@ FORMAT = "rig-fleet-manifest"
 VERSION = 1
 ARCHIVE = "episode.zip"  # the episode's zarr tree, stored uncompressed: plain zarr opens it as a ZipStore
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_OBJECTS = 64  # an episode is a handful of objects; a manifest listing thousands is hostile
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -96,7 +97,10 @@ def parse_manifest(manifest_key: str, data: bytes) -> Manifest:
     episode = _need(doc, "episode", dict)
     objects = []
     seen = set()
-    for i, o in enumerate(_need(doc, "objects", list)):
+    listed = _need(doc, "objects", list)
+    if len(listed) > MAX_OBJECTS:
+        raise ManifestError(f"schema: {len(listed)} objects listed, over the {MAX_OBJECTS} limit")
+    for i, o in enumerate(listed):
         if not isinstance(o, dict):
             raise ManifestError(f"schema: objects[{i}] is not an object")
         key = _need(o, "key", str)

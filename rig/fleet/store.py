@@ -558,7 +558,7 @@ class S3Store(ObjectStore):
         r = self._call(f"upload part {number} of {key}", self.client.upload_part, Key=self._k(key),
                        UploadId=upload_id, PartNumber=number, Body=body, ContentLength=size,
                        ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
-        return PartInfo(number, size, r["ETag"].strip('"'), r.get("ChecksumSHA256", checksum))
+        return PartInfo(number, size, r["ETag"].strip('"'), r.get("ChecksumSHA256"))
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[PartInfo]) -> None:
         self._call(f"complete {key}", self.client.complete_multipart_upload, Key=self._k(key), UploadId=upload_id,

@@ -273,8 +273,10 @@ class Uploader:
             with Body(local.path, off, length, self._progress, self.throttle) as body:
                 part = self._retry(f"part {n} of {key}",
                                    lambda n=n, body=body, sha=sha: self.store.upload_part(key, upload_id, n, body, sha))
-            if part.etag != md5:  # the store's MD5 ETag says the bytes it kept are not ours
-                raise StoreError(f"part {n} of {key} arrived altered (ETag {part.etag} != {md5}); rerun to resend")
+            # what the store says it kept: its SHA-256 of the part where it answers one (S3), else its
+            # ETag, which is the part's MD5 on stores without server-side KMS encryption
+            if part.checksum is not None and part.checksum != sha or part.checksum is None and part.etag != md5:
+                raise StoreError(f"part {n} of {key} arrived altered (store: {part.checksum or part.etag}); rerun")
             done.append(PartInfo(n, length, part.etag, sha))
         self._retry(f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, done))
 
