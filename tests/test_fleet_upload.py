@@ -139,6 +139,8 @@ def test_kill_9_halfway_then_rerun_completes_with_no_duplicate_and_no_corrupt_ob
     assert big_prefix + MANIFEST not in all_objects(client, bucket)
     archive_size = (ds / ".upload" / (big_prefix.split("/")[-2] + ".zip")).stat().st_size
     assert archive_size > 2 * 5 * MiB
+    status = subprocess.run([*args[:6], "--status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert re.search(r"episode 2: partial .*MB in the store", status.stdout), status.stdout
     out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     resumed = float(re.search(r"([\d.]+) MB resumed", out.stdout).group(1))
@@ -228,3 +230,26 @@ def test_identity_is_set_once_and_required(tmp_path, monkeypatch, recorded_takes
         set_identity("../bob", force=True)
     out = rig(["upload", recorded_takes, "ftp://host/x"], env=env)
     assert out.returncode == 2 and "only s3://bucket/prefix or a plain directory" in out.stderr
+
+
+def test_bandwidth_limit_holds_the_average_rate(identity, tmp_path):
+    ds = Dataset.create(tmp_path / "bw.zarr")
+    write_episode(ds, EpisodeSpec(seconds=2, fps=15, width=640, height=480, noisy=True), 4, "pick the cup")
+    size = sum(p.stat().st_size for p in (ds.path / "episodes").rglob("*") if p.is_file())
+    limit = 1 * MiB
+    rep = Uploader(DirStore(tmp_path / "central"), identity, UploadOptions(bwlimit=limit, progress=False),
+                   log=lambda m: None).upload_dataset(ds.path)
+    assert rep.bytes_sent >= size
+    # a lower bound only: a loaded machine can make it slower, never faster (0.25 s burst allowed)
+    assert rep.seconds >= rep.bytes_sent / limit - 0.3
+
+
+def test_rig_fleet_simulate_uploads_a_fleet(tmp_path, capsys):
+    from rig.cli import main
+
+    assert main(["fleet", "simulate", str(tmp_path / "store"), "--work", str(tmp_path / "work"), "--contractors",
+                 "2", "--episodes", "2", "--bad", "0", "--seconds", "1.5"]) == 0
+    assert "4 episode(s) from 2 contractor(s)" in capsys.readouterr().out
+    manifests = sorted((tmp_path / "store").glob("contractor-*/rig/*/manifest.json"))
+    assert len(manifests) == 4
+    assert {json.loads(m.read_text())["device"] for m in manifests} == {"dev-0000", "dev-0001"}
