@@ -19,7 +19,7 @@ from rig.fleet.upload import Uploader, UploadOptions, kept_episodes
 
 pytest_plugins = ["tests.fleet_support"]
 
-SPEC = EpisodeSpec(seconds=2.0, fps=10, width=640, height=480)  # the recorded takes' camera size: one export
+SPEC = EpisodeSpec(seconds=1.5, fps=8, width=640, height=480)  # the recorded takes' camera size: one export
 
 
 def test_ingest_catalogs_the_fleet_and_rejects_bad_uploads_for_the_right_reasons(
