@@ -253,3 +253,6 @@ def test_rig_fleet_simulate_uploads_a_fleet(tmp_path, capsys):
     manifests = sorted((tmp_path / "store").glob("contractor-*/rig/*/manifest.json"))
     assert len(manifests) == 4
     assert {json.loads(m.read_text())["device"] for m in manifests} == {"dev-0000", "dev-0001"}
+    # an ingest pointed at a store that is not there says so (and makes nothing)
+    assert main(["fleet", "ingest", str(tmp_path / "elsewhere"), "--catalog", str(tmp_path / "cat")]) == 2
+    assert "no such directory store" in capsys.readouterr().err and not (tmp_path / "elsewhere").exists()

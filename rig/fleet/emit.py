@@ -31,7 +31,7 @@ def _emitted_path(catalog: Path, out: Path) -> Path:
 def emit_lerobot(source: str, catalog: Path, out: Path, fps: int = 30, log=print) -> int:
     from recorder.export_lerobot import LeRobotExportOptions, export_lerobot
 
-    store = open_store(source)
+    store = open_store(source, create=False)
     t = read_catalog(catalog, ["manifest_key", "prefix", "accepted"]).to_pylist()
     record = _emitted_path(catalog, out)
     done = set(json.loads(record.read_text())) if record.exists() else set()

@@ -81,7 +81,7 @@ _STORES: dict[str, Any] = {}
 def _validate_row(row: dict[str, Any], source: str) -> dict[str, Any]:
     store = _STORES.get(source)
     if store is None:  # one store (one boto3 client) per worker process
-        store = _STORES[source] = open_store(source)
+        store = _STORES[source] = open_store(source, create=False)
     return validate_episode(store, row["manifest_key"], os.environ.get("RIG_INGEST_TMP"))
 
 
@@ -100,7 +100,7 @@ def ingest(source: str, catalog: Path, address: str | None = None, workers: int 
            progress: bool = False) -> IngestResult:
     t0 = time.monotonic()
     catalog = Path(catalog)
-    store = open_store(source)
+    store = open_store(source, create=False)
     listed = list_manifests(store)
     known = set(read_catalog(catalog, ["manifest_key"]).column("manifest_key").to_pylist())
     new = [k for k in listed if k not in known]

@@ -212,13 +212,16 @@ class ObjectStore(ABC):
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
 
 
-def open_store(dest: str | os.PathLike[str]) -> ObjectStore:
-    """``s3://bucket/prefix`` -> S3Store; anything else is a directory -> DirStore."""
+def open_store(dest: str | os.PathLike[str], create: bool = True) -> ObjectStore:
+    """``s3://bucket/prefix`` -> S3Store; anything else is a directory -> DirStore (made if
+    ``create``; a reader such as the ingest passes False and gets an error for a missing one)."""
     text = os.fspath(dest)
     if text.startswith("s3://"):
         return S3Store.from_url(text)
     if "://" in text:
         raise StoreError(f"{text}: only s3://bucket/prefix or a plain directory is supported")
+    if not create and not Path(text).is_dir():
+        raise StoreError(f"{text}: no such directory store; give the DEST that `rig upload` sent to")
     return DirStore(Path(text))
 
 
