@@ -183,6 +183,24 @@ class ObjectStore(ABC):
     def get(self, key: str, start: int | None = None, stop: int | None = None) -> bytes:
         """Bytes ``[start, stop)`` of ``key`` (all of it by default)."""
 
+    def download(self, key: str, path: Path, limit: int | None = None) -> tuple[int, str]:
+        """Copy ``key`` to the file ``path`` in pieces (bounded memory); returns (bytes, hex SHA-256).
+        Stops after ``limit`` + 1 bytes, so an object larger than promised cannot fill the disk."""
+        h = hashlib.sha256()
+        n = 0
+        step = 8 * MiB
+        with open(path, "wb") as f:
+            while limit is None or n <= limit:
+                chunk = self.get(key, n, n + step)
+                if not chunk:
+                    break
+                f.write(chunk)
+                h.update(chunk)
+                n += len(chunk)
+                if len(chunk) < step:
+                    break
+        return n, h.hexdigest()
+
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (sizes only; no checksums)."""
@@ -506,7 +524,12 @@ class S3Store(ObjectStore):
             if stop is not None and stop <= (start or 0):
                 return b""
             kw["Range"] = f"bytes={start or 0}-{'' if stop is None else stop - 1}"
-        r = self._call(f"get {key}", self.client.get_object, **kw)
+        try:
+            r = self._call(f"get {key}", self.client.get_object, **kw)
+        except StoreError as e:
+            if "InvalidRange" in str(e):  # a range starting at the end: nothing more, as for a file
+                return b""
+            raise
         return r["Body"].read()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

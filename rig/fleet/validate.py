@@ -9,7 +9,6 @@ them: ``bad JSON``, ``schema``, ``path outside the prefix``, ``manifest lies``, 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -80,21 +79,19 @@ def _validate(store: ObjectStore, key: str, row: dict[str, Any], reasons: list[s
     claimed = ep.get("duration_s")
     if isinstance(claimed, int | float) and not isinstance(claimed, bool):
         row["claimed_duration_s"] = float(claimed)
-    blobs = _fetch_objects(store, m, row)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / ARCHIVE
-        path.write_bytes(blobs[ARCHIVE])
-        del blobs
+        _fetch_objects(store, m, row, Path(tmp))
         _check_archive(path)
-        episode_dir = Path(tmp) / "episode"
+        episode_dir = Path(tmp) / ".unpacked"  # not a valid object key: no clash with a listed object
         with zipfile.ZipFile(path) as z:
             z.extractall(episode_dir)  # members were checked: relative, no '..', stored
         path.unlink()
         _check_episode(episode_dir, m, row, reasons)
 
 
-def _fetch_objects(store: ObjectStore, m: Manifest, row: dict[str, Any]) -> dict[str, bytes]:
-    out = {}
+def _fetch_objects(store: ObjectStore, m: Manifest, row: dict[str, Any], into: Path) -> None:
+    """Each listed object to ``into/<key>``, streamed, sized and hashed against the manifest."""
     total = 0
     for o in m.objects:
         key = m.prefix + o.key
@@ -105,17 +102,18 @@ def _fetch_objects(store: ObjectStore, m: Manifest, row: dict[str, Any]) -> dict
             raise ManifestError(f"truncated object: {o.key} is {info.size} bytes, the manifest says {o.size}")
         if info.size > o.size or info.size > MAX_ARCHIVE_BYTES:
             raise ManifestError(f"manifest lies: {o.key} is {info.size} bytes, the manifest says {o.size}")
-        data = store.get(key)
-        if len(data) < o.size:
-            raise ManifestError(f"truncated object: {o.key} read back {len(data)} bytes of {o.size}")
-        digest = hashlib.sha256(data).hexdigest()
+        dest = into / o.key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        n, digest = store.download(key, dest, limit=o.size)
+        if n < o.size:
+            raise ManifestError(f"truncated object: {o.key} read back {n} bytes of {o.size}")
+        if n > o.size:
+            raise ManifestError(f"manifest lies: {o.key} holds more than the {o.size} bytes listed")
         if digest != o.sha256:
             raise ManifestError(f"manifest lies: {o.key} has SHA-256 {digest[:16]}..., the manifest says "
                                 f"{o.sha256[:16]}...")
-        out[o.key] = data
-        total += len(data)
+        total += n
     row["bytes"] = total
-    return out
 
 
 def _check_archive(path: Path) -> None:
