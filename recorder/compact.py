@@ -188,6 +188,8 @@ def compact_camera(episode_path: Path, cam: str, options: CompactOptions | None 
     scores: list[float] = []
     video = iter_frames(out)
     for lo, blobs in _jpeg_chunks(frames, n):
+        while wait_while is not None and wait_while():
+            time.sleep(0.2)
         for k, b in enumerate(blobs):
             got = next(video, None)
             if got is None or got[0] != lo + k:
@@ -242,20 +244,47 @@ def compact_episode(episode_path: Path, options: CompactOptions | None = None,
     return rep
 
 
+def recording_in_progress(dataset: Path) -> bool:
+    """True while a take of this dataset is being recorded (its writer alive, on this machine)."""
+    import zarr
+
+    from recorder.dataset import Dataset, _writer_alive
+
+    ds = Dataset(dataset)
+    for i in ds.indices()[-2:]:  # a take being recorded is the newest episode (two: one just begun)
+        path = layout.episode_path(ds.path, i)
+        try:
+            attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        except Exception:
+            continue  # unreadable metadata: not a take being recorded by a live writer
+        if attrs.get("status") == "recording" and _writer_alive(attrs, path):
+            return True
+    return False
+
+
 def compact_dataset(dataset: Path, options: CompactOptions | None = None,
                     wait_while: Callable[[], bool] | None = None,
-                    log: Callable[[str], None] = print) -> list[CompactReport]:
-    """Compact every kept episode of a dataset that still holds JPEG frames."""
+                    log: Callable[[str], None] = print, skip: set[int] | None = None) -> list[CompactReport]:
+    """Compact every kept episode of a dataset that still holds JPEG frames.
+
+    By default the work waits, between chunks of 32 frames, while a take of the same dataset is
+    being recorded: compaction never competes with a recording for the CPU or the disk.
+    """
     from recorder.dataset import Dataset
 
     ds = Dataset(dataset)
+    if wait_while is None:
+        def wait_while() -> bool:
+            return recording_in_progress(ds.path)
     out = []
     for info in ds.episodes():
-        if info.status != "complete":
+        if info.status != "complete" or (skip is not None and info.index in skip):
             continue
         ep = ds.episode(info.index)
         if ep.attrs.get("compacted"):
             continue
+        while wait_while():
+            time.sleep(0.2)
         rep = compact_episode(ep.path, options, wait_while)
         for c in rep.cameras:
             log(f"episode {info.index} camera {c.camera}: {c.frames} frames, {c.jpeg_bytes / 1e6:.1f} MB JPEG -> "
@@ -263,8 +292,21 @@ def compact_dataset(dataset: Path, options: CompactOptions | None = None,
                 f"(min {c.psnr_db_min:.1f}), {c.cpu_seconds / max(c.frames, 1) * 1e3:.1f} ms CPU a frame")
         for s in rep.skipped:
             log(f"episode {info.index}: {s}")
+        if rep.skipped and skip is not None:
+            skip.add(info.index)  # watching: do not retry it every scan
         out.append(rep)
     return out
+
+
+def watch_dataset(dataset: Path, options: CompactOptions | None = None, every_s: float = 10.0,
+                  stop: Callable[[], bool] = lambda: False, log: Callable[[str], None] = print) -> None:
+    """Keep compacting: each kept take is compacted after it is kept, never while one is recorded."""
+    failed: set[int] = set()
+    while not stop():
+        compact_dataset(dataset, options, log=log, skip=failed)
+        end = time.monotonic() + every_s
+        while time.monotonic() < end and not stop():
+            time.sleep(0.2)
 
 
 class BackgroundCompactor:
@@ -275,10 +317,12 @@ class BackgroundCompactor:
     not yet compacted. The process may be killed at any time: the JPEG form stays whole.
     """
 
-    def __init__(self, dataset: Path, options: CompactOptions | None = None, nice: int = 10) -> None:
+    def __init__(self, dataset: Path, options: CompactOptions | None = None, nice: int = 10,
+                 watch_s: float | None = None) -> None:
         self.dataset = Path(dataset)
         self.options = options or CompactOptions()
         self.nice = nice
+        self.watch_s = watch_s
         self.proc: subprocess.Popen | None = None
         self.paused = False
 
@@ -290,6 +334,8 @@ class BackgroundCompactor:
                "--gop-s", str(o.gop_s), "--threads", str(o.threads), "--min-psnr", str(o.min_psnr_db)]
         if o.crf is not None:
             cmd += ["--crf", str(o.crf)]
+        if self.watch_s:
+            cmd += ["--watch", str(self.watch_s)]
         nice = self.nice
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      preexec_fn=lambda: os.nice(nice))
@@ -330,10 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gop-s", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-psnr", type=float, default=25.0)
+    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                   help="keep running: look for newly kept takes every SECONDS")
     a = p.parse_args(argv)
     opts = CompactOptions(a.codec, a.crf, None, a.gop_s, a.threads, a.min_psnr)
     try:
-        compact_dataset(a.dataset, opts)
+        if a.watch:
+            watch_dataset(a.dataset, opts, a.watch)
+        else:
+            compact_dataset(a.dataset, opts)
     except RecorderError as e:
         print(f"rig: {e}", file=sys.stderr)
         return 2
@@ -345,4 +396,5 @@ if __name__ == "__main__":
 
 
 __all__ = ["BackgroundCompactor", "CompactOptions", "CompactReport", "camera_frame_count", "camera_frames",
-           "camera_jpeg", "compact_dataset", "compact_episode", "is_compacted"]
+           "camera_jpeg", "compact_dataset", "compact_episode", "is_compacted", "recording_in_progress",
+           "watch_dataset"]

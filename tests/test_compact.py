@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 
 import av
@@ -21,6 +22,7 @@ from recorder.compact import (
     compact_dataset,
     compact_episode,
     is_compacted,
+    recording_in_progress,
 )
 from recorder.video import psnr
 from rig.cli import main
@@ -133,3 +135,23 @@ def test_compacted_episodes_upload_ingest_and_export(tmp_path):
     out = export_lerobot(ds, tmp_path / "lr", LeRobotExportOptions(stream="gripper", state="jaw", action="jaw",
                                                                    fps=15), log=lambda m: None)
     assert out.exported == [0, 1] and out.ok
+
+
+def test_compaction_waits_while_a_take_of_the_dataset_is_recorded(tmp_path):
+    ds = Dataset.create(tmp_path / "d.zarr")
+    write_episode(ds, EpisodeSpec(seconds=2, fps=15, width=160, height=120), 1, "pick the cup")
+    kept = ds.episode(0).path
+    w = ds.new_episode(task="the next take")
+    w.add_camera("wrist", fps=10)
+    w.start()
+    try:
+        assert recording_in_progress(ds.path)
+        worker = threading.Thread(target=compact_dataset, args=(ds.path,), kwargs={"log": lambda m: None})
+        worker.start()
+        time.sleep(1.5)
+        assert not is_compacted(kept, "wrist")  # nothing is encoded while the take records
+    finally:
+        w.stop()
+    assert not recording_in_progress(ds.path)
+    worker.join(120)
+    assert is_compacted(kept, "wrist")

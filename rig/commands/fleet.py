@@ -34,6 +34,8 @@ def register(sub) -> None:
     c.add_argument("--crf", type=int, default=None, help="quality (default: 30 for AV1, 18 for H.264)")
     c.add_argument("--threads", type=int, default=1, help="encoder threads (default 1: background work)")
     c.add_argument("--background", action="store_true", help="run niced in a separate process and return")
+    c.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                   help="keep running, compacting each take once it is kept (never while one is recorded)")
     c.set_defaults(func=run_compact)
     q = fsub.add_parser("catalog", help="query a catalog: totals, or the rejected episodes")
     q.add_argument("catalog", type=Path)
@@ -81,9 +83,15 @@ def run_compact(args: argparse.Namespace) -> int:
 
     opts = CompactOptions(codec=args.codec, crf=args.crf, threads=args.threads)
     if args.background:
-        bg = BackgroundCompactor(args.dataset, opts)
+        bg = BackgroundCompactor(args.dataset, opts, watch_s=args.watch)
         bg.start()
         print(f"compacting {args.dataset} in the background (pid {bg.proc.pid}, nice {bg.nice})")
+        return 0
+    if args.watch:
+        from recorder.compact import watch_dataset
+
+        print(f"compacting kept takes of {args.dataset} as they come (every {args.watch:g} s); Ctrl-C stops")
+        watch_dataset(args.dataset, opts, args.watch)
         return 0
     reports = compact_dataset(args.dataset, opts)
     skipped = sum(len(r.skipped) for r in reports)
