@@ -233,14 +233,27 @@ class Episode:
     def frame_times(self, cam: str) -> dict[str, np.ndarray]:
         return {k: self._read(layout.CAMERAS, cam, k) for k in (T_NS, layout.T_DEVICE_NS, layout.INDEX)}
 
+    def _video(self, cam: str) -> bool:
+        """True when the camera was compacted to video (recorder/compact.py reads that form)."""
+        return layout.FRAMES not in self._sub(layout.CAMERAS, cam)
+
     def num_frames(self, cam: str) -> int:
-        return int(self._array(layout.CAMERAS, cam, layout.FRAMES)[0].shape[0])
+        name = T_NS if self._video(cam) else layout.FRAMES  # a compacted camera keeps its stamps
+        return int(self._array(layout.CAMERAS, cam, name)[0].shape[0])
 
     def read_jpeg(self, cam: str, start: int = 0, stop: int | None = None) -> list[bytes]:
+        if self._video(cam):
+            from recorder.compact import camera_jpeg
+
+            return camera_jpeg(self.path, cam, start, stop)
         return list(self._read(layout.CAMERAS, cam, layout.FRAMES, start, stop))
 
     def read_frames(self, cam: str, start: int = 0, stop: int | None = None, threads: int = 2) -> np.ndarray:
-        """Decoded RGB frames ``[start, stop)`` as (N, H, W, 3) uint8."""
+        """Decoded RGB frames ``[start, stop)`` as (N, H, W, 3) uint8 (JPEG or compacted video)."""
+        if self._video(cam):
+            from recorder.compact import camera_frames
+
+            return camera_frames(self.path, cam, start, stop)
         blobs = self.read_jpeg(cam, start, stop)
         if not blobs:
             return np.zeros((0, 0, 0, 3), np.uint8)
@@ -250,6 +263,8 @@ class Episode:
             return np.stack(list(pool.map(decode_jpeg, blobs)))
 
     def read_frame(self, cam: str, i: int) -> np.ndarray:
+        if self._video(cam):
+            return self.read_frames(cam, i, i + 1)[0]
         # a slice, not arr[i]: zarr returns a 0-d object array for a scalar index
         return decode_jpeg(self._read(layout.CAMERAS, cam, layout.FRAMES, i, i + 1)[0])
 
