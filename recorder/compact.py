@@ -15,12 +15,7 @@ read both forms without knowing which.
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,64 +25,16 @@ import numpy as np
 
 from recorder import layout
 from recorder.errors import RecorderError
+from recorder.frames import (  # noqa: F401
+    VIDEO_FILE,
+    camera_dir,
+    camera_frame_count,
+    camera_frames,
+    camera_jpeg,
+    is_compacted,
+)
 
-VIDEO_FILE = "video.mp4"
 DECODE_CHUNK = 32  # JPEG frames read and decoded at a time (bounded memory at any episode length)
-
-
-def camera_dir(episode_path: Path, cam: str) -> Path:
-    return Path(episode_path) / layout.CAMERAS / cam
-
-
-def is_compacted(episode_path: Path, cam: str) -> bool:
-    d = camera_dir(episode_path, cam)
-    return (d / VIDEO_FILE).exists() and not (d / layout.FRAMES / "zarr.json").exists()
-
-
-def camera_frame_count(episode_path: Path, cam: str) -> int:
-    """Frames a camera holds, in either form (for a video: its frame count, without decoding)."""
-    if is_compacted(episode_path, cam):
-        from recorder.video import probe
-
-        return int(probe(camera_dir(episode_path, cam) / VIDEO_FILE).frames)
-    import zarr
-
-    return int(zarr.open_array(str(camera_dir(episode_path, cam) / layout.FRAMES), mode="r").shape[0])
-
-
-def camera_frames(episode_path: Path, cam: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """RGB frames ``[start, stop)`` of a camera as (N, H, W, 3) uint8, JPEG or video alike."""
-    if is_compacted(episode_path, cam):
-        import zarr
-
-        from recorder.video import read_frames
-
-        n = int(zarr.open_array(str(camera_dir(episode_path, cam) / layout.T_NS), mode="r").shape[0])
-        start, stop, _ = slice(start, stop).indices(n)  # the JPEG form's slicing rules
-        if stop <= start:
-            return np.zeros((0, 0, 0, 3), np.uint8)
-        return read_frames(camera_dir(episode_path, cam) / VIDEO_FILE, start, stop)
-    import zarr
-
-    from recorder.codec import decode_jpeg
-
-    blobs = zarr.open_array(str(camera_dir(episode_path, cam) / layout.FRAMES), mode="r")[start:stop]
-    if len(blobs) == 0:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    return np.stack([decode_jpeg(b) for b in blobs])
-
-
-def camera_jpeg(episode_path: Path, cam: str, start: int = 0, stop: int | None = None,
-                quality: int = 95) -> list[bytes]:
-    """JPEG bytes per frame; for a compacted camera the decoded video frames are re-encoded, so
-    readers written for the JPEG form (replay, quick-train) keep working."""
-    if not is_compacted(episode_path, cam):
-        import zarr
-
-        return list(zarr.open_array(str(camera_dir(episode_path, cam) / layout.FRAMES), mode="r")[start:stop])
-    from recorder.codec import encode_jpeg
-
-    return [encode_jpeg(f, quality) for f in camera_frames(episode_path, cam, start, stop)]
 
 
 # ---- compaction --------------------------------------------------------------------------------
@@ -248,7 +195,8 @@ def recording_in_progress(dataset: Path) -> bool:
     """True while a take of this dataset is being recorded (its writer alive, on this machine)."""
     import zarr
 
-    from recorder.dataset import Dataset, _writer_alive
+    from recorder.dataset import Dataset
+    from recorder.identity import writer_alive
 
     ds = Dataset(dataset)
     for i in ds.indices()[-2:]:  # a take being recorded is the newest episode (two: one just begun)
@@ -257,7 +205,7 @@ def recording_in_progress(dataset: Path) -> bool:
             attrs = dict(zarr.open_group(str(path), mode="r").attrs)
         except Exception:
             continue  # unreadable metadata: not a take being recorded by a live writer
-        if attrs.get("status") == "recording" and _writer_alive(attrs, path):
+        if attrs.get("status") == "recording" and writer_alive(attrs, path):
             return True
     return False
 
@@ -309,92 +257,6 @@ def watch_dataset(dataset: Path, options: CompactOptions | None = None, every_s:
             time.sleep(0.2)
 
 
-class BackgroundCompactor:
-    """Compaction in a separate, niced process, stopped (SIGSTOP) while a take is recorded.
-
-    The take lifecycle calls ``pause()`` when a take begins and ``resume()`` when it ends, so no
-    encoding runs while recording; ``start()`` after a take is kept picks up every kept episode
-    not yet compacted. The process may be killed at any time: the JPEG form stays whole.
-    """
-
-    def __init__(self, dataset: Path, options: CompactOptions | None = None, nice: int = 10,
-                 watch_s: float | None = None) -> None:
-        self.dataset = Path(dataset)
-        self.options = options or CompactOptions()
-        self.nice = nice
-        self.watch_s = watch_s
-        self.proc: subprocess.Popen | None = None
-        self.paused = False
-
-    def start(self) -> None:
-        if self.running:
-            return
-        o = self.options
-        cmd = [sys.executable, "-m", "recorder.compact", str(self.dataset), "--codec", o.codec,
-               "--gop-s", str(o.gop_s), "--threads", str(o.threads), "--min-psnr", str(o.min_psnr_db)]
-        if o.crf is not None:
-            cmd += ["--crf", str(o.crf)]
-        if self.watch_s:
-            cmd += ["--watch", str(self.watch_s)]
-        nice = self.nice
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     preexec_fn=lambda: os.nice(nice))
-        if self.paused:
-            self.pause()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def pause(self) -> None:
-        self.paused = True
-        if self.running:
-            os.kill(self.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
-
-    def resume(self) -> None:
-        self.paused = False
-        if self.running:
-            os.kill(self.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
-
-    def wait(self, timeout: float | None = None) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.running:
-            self.proc.terminate()  # type: ignore[union-attr]
-            os.kill(self.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
-            self.proc.wait(10)  # type: ignore[union-attr]
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m recorder.compact",
-                                description="transcode kept episodes' JPEG cameras to video")
-    p.add_argument("dataset", type=Path)
-    p.add_argument("--codec", default="auto", choices=["auto", "av1", "h264"])
-    p.add_argument("--crf", type=int, default=None)
-    p.add_argument("--gop-s", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--min-psnr", type=float, default=25.0)
-    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
-                   help="keep running: look for newly kept takes every SECONDS")
-    a = p.parse_args(argv)
-    opts = CompactOptions(a.codec, a.crf, None, a.gop_s, a.threads, a.min_psnr)
-    try:
-        if a.watch:
-            watch_dataset(a.dataset, opts, a.watch)
-        else:
-            compact_dataset(a.dataset, opts)
-    except RecorderError as e:
-        print(f"rig: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-__all__ = ["BackgroundCompactor", "CompactOptions", "CompactReport", "camera_frame_count", "camera_frames",
+__all__ = ["CompactOptions", "CompactReport", "camera_frame_count", "camera_frames",
            "camera_jpeg", "compact_dataset", "compact_episode", "is_compacted", "recording_in_progress",
            "watch_dataset"]

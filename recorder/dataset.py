@@ -243,7 +243,7 @@ class Episode:
 
     def read_jpeg(self, cam: str, start: int = 0, stop: int | None = None) -> list[bytes]:
         if self._video(cam):
-            from recorder.compact import camera_jpeg
+            from recorder.frames import camera_jpeg
 
             return camera_jpeg(self.path, cam, start, stop)
         return list(self._read(layout.CAMERAS, cam, layout.FRAMES, start, stop))
@@ -251,7 +251,7 @@ class Episode:
     def read_frames(self, cam: str, start: int = 0, stop: int | None = None, threads: int = 2) -> np.ndarray:
         """Decoded RGB frames ``[start, stop)`` as (N, H, W, 3) uint8 (JPEG or compacted video)."""
         if self._video(cam):
-            from recorder.compact import camera_frames
+            from recorder.frames import camera_frames
 
             return camera_frames(self.path, cam, start, stop)
         blobs = self.read_jpeg(cam, start, stop)

@@ -17,7 +17,6 @@ import zarr
 
 from recorder import Dataset, RecorderError
 from recorder.compact import (
-    BackgroundCompactor,
     CompactOptions,
     compact_dataset,
     compact_episode,
@@ -26,6 +25,7 @@ from recorder.compact import (
 )
 from recorder.video import psnr
 from rig.cli import main
+from rig.fleet.compactor import BackgroundCompactor
 from rig.fleet.identity import Identity
 from rig.fleet.simulator import EpisodeSpec, write_episode
 from rig.fleet.store import DirStore
@@ -130,10 +130,11 @@ def test_compacted_episodes_upload_ingest_and_export(tmp_path):
         row = validate_episode(store, prefix + "manifest.json")
         assert row["accepted"], row["reasons"]
         assert row["frames"] == 30 and row["compacted"]
+    from recorder.export_hdf5 import AlohaMapping
     from recorder.export_lerobot import LeRobotExportOptions, export_lerobot
 
-    out = export_lerobot(ds, tmp_path / "lr", LeRobotExportOptions(stream="gripper", state="jaw", action="jaw",
-                                                                   fps=15), log=lambda m: None)
+    out = export_lerobot(ds, tmp_path / "lr", LeRobotExportOptions(
+        fields=AlohaMapping(stream="gripper", qpos="jaw", qvel="", effort="", action="jaw"), fps=15), log=lambda m: None)
     assert out.exported == [0, 1] and out.ok
 
 

@@ -31,7 +31,10 @@ def register(sub) -> None:
     c = fsub.add_parser("compact", help="transcode kept episodes' JPEG cameras to video (AV1/H.264), verified")
     c.add_argument("dataset", type=Path)
     c.add_argument("--codec", default="auto", choices=["auto", "av1", "h264"])
-    c.add_argument("--crf", type=int, default=None, help="quality (default: 30 for AV1, 18 for H.264)")
+    c.add_argument("--crf", type=int, default=None, help="quality (default: 38 for AV1, 22 for H.264)")
+    c.add_argument("--gop-s", type=float, default=1.0, help="a keyframe at least this often (at most 1 s)")
+    c.add_argument("--min-psnr", type=float, default=25.0,
+                   help="a frame decoded back worse than this (dB) keeps the camera's JPEGs")
     c.add_argument("--threads", type=int, default=1, help="encoder threads (default 1: background work)")
     c.add_argument("--background", action="store_true", help="run niced in a separate process and return")
     c.add_argument("--watch", type=float, default=None, metavar="SECONDS",
@@ -79,9 +82,11 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_compact(args: argparse.Namespace) -> int:
-    from recorder.compact import BackgroundCompactor, CompactOptions, compact_dataset
+    from recorder.compact import CompactOptions, compact_dataset
+    from rig.fleet.compactor import BackgroundCompactor
 
-    opts = CompactOptions(codec=args.codec, crf=args.crf, threads=args.threads)
+    opts = CompactOptions(codec=args.codec, crf=args.crf, threads=args.threads, gop_s=args.gop_s,
+                          min_psnr_db=args.min_psnr)
     if args.background:
         bg = BackgroundCompactor(args.dataset, opts, watch_s=args.watch)
         bg.start()

@@ -29,6 +29,7 @@ def _emitted_path(catalog: Path, out: Path) -> Path:
 
 
 def emit_lerobot(source: str, catalog: Path, out: Path, fps: int = 30, log=print) -> int:
+    from recorder.export_hdf5 import AlohaMapping
     from recorder.export_lerobot import LeRobotExportOptions, export_lerobot
 
     store = open_store(source, create=False)
@@ -49,8 +50,8 @@ def emit_lerobot(source: str, catalog: Path, out: Path, fps: int = 30, log=print
                     check_key(name.rstrip("/"))  # checked by the ingest; checked again before writing
                 z.extractall(dest)
             path.unlink()
-        opts = LeRobotExportOptions(stream="gripper", state="jaw", action="jaw", fps=fps,
-                                    robot_type="rig-handheld")
+        handheld = AlohaMapping(stream="gripper", qpos="jaw", qvel="", effort="", action="jaw")
+        opts = LeRobotExportOptions(fields=handheld, fps=fps, robot_type="rig-handheld")
         rep = export_lerobot(ds, out, opts, log=log)
         shutil.rmtree(ds.path, ignore_errors=True)
     for line in rep.skipped:  # e.g. a camera size that differs from the export's: that episode waits
