@@ -26,7 +26,7 @@ from drivers.dynamixel.errors import DynamixelError, PortLost
 from drivers.errors import RigError
 from rig.arms import Arm, Follower
 from rig.config import RigConfig
-from rig.sources import CommandSource, Leaders, Pose, Replay
+from rig.sources import CommandSource, Hold, Leaders, Replay
 from rig.ticks import SOURCE_CODES, TickRecord, TickSink
 
 _SPIN_NS = 400_000
@@ -305,8 +305,8 @@ class ControlLoop:
         return src.i if isinstance(src, Replay) else 0
 
     def _fallback(self) -> CommandSource:
-        """Who drives when a source ends: the leaders, else the present targets."""
-        return Leaders() if self._has_leaders else Pose(self.target.copy(), name="leaders")
+        """Who drives when a source ends: the leaders, else nobody (the targets hold)."""
+        return Leaders() if self._has_leaders else Hold()
 
     def _switch(self, source: CommandSource, engage_s: float | None, k: int, now_ns: int) -> None:
         self.source = source

@@ -7,7 +7,8 @@ and tick records. Sources:
 - :class:`Leaders` (teleop): each follower mirrors its leader.
 - :class:`Replay`: a recorded take's actions, one row per tick; the loop then re-engages on the
   leaders.
-- :class:`Pose`: a fixed pose (a policy's start pose; holding still).
+- :class:`Pose`: a fixed pose (a policy's start pose).
+- :class:`Hold`: the targets stay where they are (a rig without leaders, between sources).
 - :class:`PolicySource`: a policy's chunked predictions, optionally temporally ensembled (ACT).
 """
 
@@ -91,6 +92,13 @@ class Pose(CommandSource):
 
     def target(self, loop: ControlLoop, k: int) -> np.ndarray:
         return self.q
+
+
+class Hold(CommandSource):
+    """Keep the targets where they are: what a rig without leaders falls back on."""
+
+    def target(self, loop: ControlLoop, k: int) -> np.ndarray:
+        return loop.target
 
 
 class PolicySource(CommandSource):
