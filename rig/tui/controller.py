@@ -332,7 +332,7 @@ class Collector:
             for a in (*s.leaders, *s.followers) or self._arms_shown:
                 h = a.health
                 errs = "; ".join(f"servo {sid}: {', '.join(e)}" for sid, e in h.hardware_errors.items())
-                arms.append(ArmView(a.name, a.cfg.role, a.bus.is_open, h.torque_on, h.min_voltage_v,
+                arms.append(ArmView(a.name, a.cfg.role, a.connected, h.torque_on, h.min_voltage_v,
                                     h.max_temperature_c, errs or (h.last_error or ""), a.misses))
             if s.teleop is not None:
                 loop = s.teleop.stats.summary()
