@@ -243,3 +243,13 @@ def test_teleop_on_the_handheld_rig_reports_the_gripper_stream(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == g  # the last line is the summary
     assert g["samples"] > 50 and g["lost"] == 0 and g["configured_rate_hz"] == 200
     assert 0.0 <= g["jaw"]["min"] < g["jaw"]["max"] <= 1.0  # the simulated hand opens and closes the jaw
+
+
+def test_teleop_on_a_rig_with_nothing_to_drive_is_one_clear_error(tmp_path):
+    path = tmp_path / "leaders-only.toml"
+    path.write_text('name = "leaders-only"\n\n[[arms]]\nname = "leader"\nrole = "leader"\nport = "/dev/nosuch"\n'
+                    'allow_uncalibrated = true\njoints = [ { name = "waist", id = 1, model = "xm430-w350" } ]\n')
+    out = subprocess.run([sys.executable, "-m", "rig", "teleop", "--config", str(path), "--duration", "1"],
+                         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no follower arms to mirror onto and no handheld gripper" in out.stderr
