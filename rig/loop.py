@@ -266,6 +266,8 @@ class ControlLoop:
 
     def shutdown(self) -> dict[str, str]:
         """Followers stop and go limp (or hold, if configured); leaders are left limp."""
+        self.stop()
+        self.join(timeout=2 * _WEDGED_S + 1)  # no tick may use a bus while the followers are made safe
         for w in self.workers:
             w.stop()
         for a in (*self.leaders, *self.followers):
