@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,20 @@ def sleep_until(deadline_ns: int) -> None:
         time.sleep((remaining - _SPIN_NS) / 1e9)
     while time.monotonic_ns() < deadline_ns:
         pass
+
+
+def retry_setup(fn: Callable[[], None], tries: int = 5, pause_s: float = 1.0) -> None:
+    """Setup is not time-critical: ride out a machine busy enough to drop a reply (a port that
+    is gone fails at once)."""
+    for i in range(tries):
+        try:
+            return fn()
+        except PortLost:
+            raise
+        except DynamixelError:
+            if i == tries - 1:
+                raise
+            time.sleep(pause_s)
 
 
 class BusWorker:
@@ -231,10 +246,11 @@ class ControlLoop:
     # ---- setup and teardown ------------------------------------------------------------------
 
     def prepare(self) -> None:
+        """Leaders limp, followers torque on where they are, then read everything (sync)."""
         for a in self.leaders:
-            a.prepare()
+            retry_setup(a.prepare)
         for f in self.followers:
-            f.prepare()
+            retry_setup(f.prepare)
         self.sync()
 
     def sync(self, tries: int = 40) -> None:

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from drivers.dynamixel.errors import DynamixelError
 from rig.sources import _ensembled  # noqa: F401  (temporal ensembling lives with the policy source)
 from rig.train import TrainError
 from rig.train.model import PolicyConfig
@@ -122,7 +121,6 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
         for arm in cfg.followers:
             f = Follower(arm, world.ports[arm.port[4:]]).open()
             followers.append(f)
-            _retry(f.prepare)
         for s in specs:
             info = world.cameras[s.name]
             cam = SimCamera(s.name, ring=info["ring"], width=info["width"], height=info["height"], fps=info["fps"])
@@ -132,6 +130,7 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
             raise TrainError(f"the policy predicts {policy.cfg.n} values but the rig's followers have "
                              f"{sum(f.cfg.n_values for f in followers)}")
         loop = ControlLoop(cfg, [], followers)  # no leaders: the policy is the only source
+        loop.prepare()
         results, errors = [], []
         for i in range(trials):
             seed = seed0 + i
@@ -221,17 +220,6 @@ def _run_loop(loop, seconds: float, until: threading.Event | None = None) -> Non
         raise loop.error
     if loop.fault is not None:
         raise loop.fault
-
-
-def _retry(fn: Callable[[], None], tries: int = 5, pause_s: float = 1.0) -> None:
-    """Setup is not time-critical: ride out a machine busy enough to drop a reply."""
-    for i in range(tries):
-        try:
-            return fn()
-        except DynamixelError:
-            if i == tries - 1:
-                raise
-            time.sleep(pause_s)
 
 
 class ScriptedPolicy:
