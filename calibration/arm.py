@@ -62,7 +62,9 @@ class ArmCalibration:
 
     def __post_init__(self):
         object.__setattr__(self, "_zero", np.array([j.zero for j in self.joints], dtype=np.float64))
-        object.__setattr__(self, "_sign", np.array([j.sign for j in self.joints], dtype=np.float64))
+        sign = np.array([j.sign for j in self.joints], dtype=np.float64)
+        sign.flags.writeable = False
+        object.__setattr__(self, "_sign", sign)
         wrap = np.array([j.full_turn and not j.multi_turn for j in self.joints], dtype=bool)
         object.__setattr__(self, "_wrap", wrap if wrap.any() else None)
         for i, j in enumerate(self.joints):
@@ -72,6 +74,12 @@ class ArmCalibration:
     @property
     def n_joints(self) -> int:
         return len(self.joints)
+
+    @property
+    def signs(self) -> np.ndarray:
+        """Each joint's sign (+1/-1) as an array, in joint order: turns servo velocities into joint
+        velocities. Read-only: the calibration is frozen."""
+        return self._sign
 
     def to_radians(self, ticks: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Arm-joint ticks (without the gripper) -> radians."""

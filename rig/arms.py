@@ -1,4 +1,6 @@
-"""Leader and follower arms: a servo bus plus the calibration that turns ticks into joint values.
+"""Arms: the interface the control loop talks to, and its kinds. A Dynamixel arm (leader or
+follower) is a servo bus plus the calibration that turns ticks into joint values; a handheld
+leader is a gripper's jaw.
 
 An arm reads its state into preallocated arrays and (for a follower) writes goal ticks; neither
 allocates per tick. Units on the rig side: arm joints in radians, the gripper normalized
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +19,8 @@ import numpy as np
 from calibration.arm import ArmCalibration, CalibrationError
 from drivers.dynamixel.bus import DynamixelBus
 from drivers.dynamixel.control_table import OPERATING_MODES, STATE_BLOCK, model_by_name, velocity_to_rad_s
-from drivers.dynamixel.errors import DynamixelError, decode_hardware_error
+from drivers.dynamixel.errors import DynamixelError, HardwareAlert, decode_hardware_error
+from drivers.errors import RigError
 from rig.config import ArmConfig
 
 
@@ -59,12 +63,94 @@ class ArmHealth:
     t_ns: int = 0
 
 
-class Arm:
+class Arm(ABC):
+    """What the control loop knows of an arm, whatever moves or measures it (model: LeRobot's
+    robot interface, a device that declares its features).
+
+    The loop reads every arm each tick into its preallocated ``q``, ``dq`` and ``current``; it
+    never touches the device behind it. Counters and alerts live here: :meth:`read` counts reads
+    and misses, :meth:`alert` says whether the device raised a hardware alert.
+    """
+
+    cfg: ArmConfig
+    name: str
+    n_joints: int  # arm joints; a gripper value (if any) follows them in q
+    q: np.ndarray  # joint values, rig units
+    dq: np.ndarray
+    current: np.ndarray
+    health: ArmHealth
+
+    def __init__(self, cfg: ArmConfig):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.health = ArmHealth()
+        self.reads = 0
+        self.misses = 0
+        self.consecutive_misses = 0
+
+    @property
+    def features(self) -> dict[str, str]:
+        """Each value this arm contributes to a state vector, in order: name -> unit."""
+        out = {j.name: "rad" for j in self.cfg.joints}
+        if self.cfg.gripper is not None:
+            out[self.cfg.gripper.name] = "normalized (0 closed .. 1 open)"
+        return out
+
+    @property
+    @abstractmethod
+    def connected(self) -> bool: ...
+
+    def read(self) -> None:
+        """Read the arm's state into q, dq and current; raises RigError on failure (counted)."""
+        try:
+            self._read()
+        except BaseException:
+            self.misses += 1
+            self.consecutive_misses += 1
+            raise
+        self.reads += 1
+        self.consecutive_misses = 0
+
+    @abstractmethod
+    def _read(self) -> None: ...
+
+    def alert(self) -> RigError | None:
+        """A hardware alert the device raised (e.g. an overheating servo), else None."""
+        return None
+
+    @abstractmethod
+    def read_health(self) -> ArmHealth: ...
+
+    def open(self) -> Arm:
+        return self
+
+    def close(self) -> None:
+        return None
+
+    def prepare(self) -> None:
+        """Ready for the loop (modes, torque); called once before the first tick."""
+        return None
+
+    def go_hot(self) -> None:
+        """Enter the control loop: waits drop to what fits in a tick."""
+        return None
+
+    def go_cold(self) -> None:
+        """Leave the control loop: setup's patient waits again."""
+        return None
+
+    def torque_off(self) -> None:
+        """Leave the arm limp (a leader at the end); nothing to do for an arm without motors."""
+        return None
+
+
+class DynamixelArm(Arm):
+    """An arm of Dynamixel servos on one bus, with the calibration that maps ticks to joints."""
+
     SETUP_RETRIES = 4  # setup is not time-critical: ride out a busy machine
 
     def __init__(self, cfg: ArmConfig, port: str, *, retries: int = 0, timeout_margin_ms: float | None = None):
-        self.cfg = cfg
-        self.name = cfg.name
+        super().__init__(cfg)
         self.calibration = arm_calibration(cfg)
         # Tight timeouts: two tries of a 9-servo read must fit in a 20 ms tick. The simulated world
         # shares this machine's cores with the rig, so its replies get a little more slack.
@@ -84,17 +170,17 @@ class Arm:
         models = [model_by_name(j.model) for j in (*cfg.joints, *([cfg.gripper] if cfg.gripper else []))]
         self._current_unit = np.array([m.current_unit_ma or 0.1 for m in models])
         self._reader = None
-        self.health = ArmHealth()
-        self.reads = 0
-        self.misses = 0
-        self.consecutive_misses = 0
 
-    def open(self) -> Arm:
+    def open(self) -> DynamixelArm:
         self.bus.open()
         self._reader = self.bus.reader(self.read_ids, *STATE_BLOCK[::2])
         self._torque = self.bus.reader(self.read_ids, "torque_enable", "hardware_error_status")
         self._thermal = self.bus.reader(self.read_ids, "present_input_voltage", "present_temperature")
         return self
+
+    @property
+    def connected(self) -> bool:
+        return self.bus.is_open
 
     def read_health(self) -> ArmHealth:
         """Torque, hardware errors, voltage and temperature of every servo: two small sync reads."""
@@ -113,17 +199,28 @@ class Arm:
         h.t_ns = time.monotonic_ns()
         return h
 
+    def alert(self) -> HardwareAlert | None:
+        """A servo whose status packet carried the alert bit: its decoded hardware error."""
+        alerts = self.bus.alerts
+        if not alerts:
+            return None
+        sid = next(iter(alerts))
+        try:
+            bits = self.bus.hardware_error(sid)
+        except DynamixelError:
+            bits = 0
+        return HardwareAlert(bits, port=self.bus.port_name, servo_id=sid)
+
     def close(self) -> None:
         self.bus.close()
 
     def go_hot(self) -> None:
-        """Enter the control loop: retries drop to what fits in a tick."""
         self.bus.retries = self.hot_retries
 
     def go_cold(self) -> None:
         self.bus.retries = self.SETUP_RETRIES
 
-    def read(self) -> None:
+    def _read(self) -> None:
         """One sync read of current, velocity and position; raises DynamixelError on failure."""
         raw = self._reader.read()
         rows = self._rows
@@ -132,18 +229,17 @@ class Arm:
         cal = self.calibration
         cal.to_radians(self.ticks[:nj], out=self.q[:nj])
         self.dq[:] = velocity_to_rad_s(raw[rows, 1])
-        self.dq[:nj] *= cal._sign
+        self.dq[:nj] *= cal.signs
         self.current[:] = raw[rows, 0] * self._current_unit
         if cal.gripper is not None:
             self.q[nj] = cal.gripper_to_normalized(self.ticks[nj])
             self.dq[nj] *= 4096 / (2 * np.pi) / (cal.gripper.open - cal.gripper.closed)
-        self.reads += 1
 
     def torque_off(self) -> None:
         self.bus.set_torque(self.read_ids, False)
 
 
-class Follower(Arm):
+class Follower(DynamixelArm):
     def __init__(self, cfg: ArmConfig, port: str, **kw):
         super().__init__(cfg, port, **kw)
         self.goal_ticks = np.zeros(cfg.n_values)
@@ -207,53 +303,43 @@ class Follower(Arm):
             return f"unreachable ({exc})"
 
 
-class Leader(Arm):
+class Leader(DynamixelArm):
     def prepare(self) -> None:
         """Leaders are moved by hand: torque off so they are limp."""
         self.bus.set_torque(self.read_ids, False)
 
 
-class HandheldLeader:
-    """A handheld gripper as a leader: its jaw (0 closed .. 1 open) drives a follower's gripper."""
+class HandheldLeader(Arm):
+    """A handheld gripper as a leader: its jaw (0 closed .. 1 open) drives a follower's gripper.
 
-    n_joints = 0
-    bus = None  # no servo bus: nothing to poll for alerts
+    No motors and no servo bus: prepare, torque and retries have nothing to do; its alerts are
+    none (the driver reports device errors in its own stats)."""
 
     def __init__(self, cfg: ArmConfig, gripper):
-        self.cfg = cfg
-        self.name = cfg.name
+        super().__init__(cfg)
         self.gripper = gripper  # drivers.gripper.HandheldGripper, owned by the session
+        self.n_joints = 0
         self.q = np.zeros(1)
         self.dq = np.zeros(1)
         self.current = np.zeros(1)
-        self.health = ArmHealth()
-        self.reads = self.misses = self.consecutive_misses = 0
 
-    def open(self) -> HandheldLeader:
-        return self
+    @property
+    def features(self) -> dict[str, str]:
+        return {"jaw": "normalized (0 closed .. 1 open)"}
 
-    def read(self) -> None:
+    @property
+    def connected(self) -> bool:
+        return self.gripper.connected
+
+    def _read(self) -> None:
         sample = self.gripper.latest
         if sample is None or not self.gripper.connected:
             from drivers.gripper.driver import GripperError
             raise GripperError(f"{self.name}: the handheld gripper is not streaming (unplugged?); "
                                "it reconnects on its own when plugged back in")
         self.q[0] = sample.jaw_normalized
-        self.reads += 1
-
-    def prepare(self) -> None:
-        pass
 
     def read_health(self) -> ArmHealth:
         self.health.torque_on = False
         self.health.t_ns = time.monotonic_ns()
         return self.health
-
-    def go_hot(self) -> None:
-        pass
-
-    go_cold = go_hot
-    torque_off = prepare
-
-    def close(self) -> None:
-        pass

@@ -112,6 +112,7 @@ class SafetyConfig:
     missed_reads_to_stop: int = 5
     on_exit: str = "torque_off"
     max_leader_jump_rad: float = 1.0  # a leader reading jumping further in one tick is a glitch
+    takeover_rad: float = 0.15  # a leader moved this far (rad; gripper: normalized) takes over from a policy; 0: never
 
 
 @dataclass(frozen=True)
@@ -338,6 +339,7 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
             missed_reads_to_stop=s.get("missed_reads_to_stop", int, safety.missed_reads_to_stop, positive=True),
             on_exit=s.get("on_exit", str, safety.on_exit, choices=ON_EXIT),
             max_leader_jump_rad=s.get("max_leader_jump_rad", float, safety.max_leader_jump_rad, positive=True),
+            takeover_rad=s.get("takeover_rad", float, safety.takeover_rad),
         )
     sim = None
     st = r.table("sim")

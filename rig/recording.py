@@ -20,18 +20,13 @@ from drivers.cameras.base import Camera, FrameQueue
 from recorder import Dataset, EpisodeWriter, RecorderError, WriterOptions
 from rig.arms import arm_calibration
 from rig.config import RigConfig
-from rig.ticks import TickQueue, TickRecord
+from rig.ticks import TickQueue, TickRecord, tick_fields
 
 JOINTS = "joints"
 
 
 def joint_fields(n: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    vec = ((n,), "f4")
-    return {
-        "tick": ((), "i8"), "t_deadline_ns": ((), "i8"), "t_end_ns": ((), "i8"),
-        "leader_q": vec, "follower_q": vec, "follower_dq": vec, "follower_current": vec, "action": vec,
-        "missed": ((), "i4"), "engage": ((), "f4"),
-    }
+    return tick_fields(n)  # derived from TickRecord, the one definition of a tick's fields
 
 
 def calibration_snapshot(config: RigConfig) -> dict[str, Any]:
@@ -180,9 +175,7 @@ class TakeRecorder:
                 w.add_frame(frame)
 
     def _append(self, w: EpisodeWriter, r: TickRecord) -> None:
-        w.append(JOINTS, r.t_start_ns, tick=r.tick, t_deadline_ns=r.t_deadline_ns, t_end_ns=r.t_end_ns,
-                 leader_q=r.leader_q, follower_q=r.follower_q, follower_dq=r.follower_dq,
-                 follower_current=r.follower_current, action=r.action, missed=r.missed, engage=r.engage)
+        w.append(JOINTS, r.t_start_ns, **r.row())
 
     def _run(self) -> None:
         while not self._stop.is_set():

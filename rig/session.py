@@ -1,4 +1,4 @@
-"""A running rig: its simulated world (if any), its arms and the teleop loop, opened and closed
+"""A running rig: its simulated world (if any), its arms and the control loop, opened and closed
 as one unit so followers are always left safe."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -17,7 +16,7 @@ from drivers.errors import RigError
 from rig.arms import Follower, HandheldLeader, Leader
 from rig.config import RigConfig
 from rig.handheld import open_gripper
-from rig.teleop import Teleop, TeleopFault
+from rig.loop import ControlLoop, TeleopFault
 from rig.ticks import TickSink
 
 SWITCH_INTERVAL_S = 0.0005
@@ -43,9 +42,11 @@ def resolve_ports(config: RigConfig, sim_ports: Mapping[str, str] | None) -> dic
 
 
 class RigSession:
-    """Opens the world (for sim configs), the arms and the teleop loop; closes them safely.
+    """Opens the world (for sim configs), the arms and the control loop; closes them safely.
 
-    ``ports`` overrides where arms are found (tests, or a world started elsewhere).
+    ``ports`` overrides where arms are found (tests, or a world started elsewhere). The loop is
+    ``teleop`` (its source: the leaders, until switched); a rig without followers (a handheld
+    gripper alone) has none.
     """
 
     def __init__(self, config: RigConfig, *, ports: Mapping[str, str] | None = None, sink: TickSink | None = None,
@@ -63,10 +64,9 @@ class RigSession:
         self._world_options = world_options or {}
         self.leaders: list[Leader] = []
         self.followers: list[Follower] = []
-        self.teleop: Teleop | None = None
+        self.teleop: ControlLoop | None = None
         self.shutdown_report: dict[str, str] = {}
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self._loop_error: BaseException | None = None  # a crash of a loop already stopped
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ class RigSession:
                 # A stored calibration must belong to the arm actually on this bus.
                 verify_connected(arm, opened.calibration, opened.bus)
             if self.followers:  # a handheld-only rig records without a control loop
-                self.teleop = Teleop(self.config, self.leaders, self.followers, self.sink)
+                self.teleop = ControlLoop(self.config, self.leaders, self.followers, self.sink)
                 self.teleop.prepare()
         except BaseException:
             self.close()
@@ -108,8 +108,8 @@ class RigSession:
         then release the buses. Idempotent; close() calls it."""
         if self.teleop is not None:
             self.teleop.stop()
-            if self._thread is not None:
-                self._thread.join(timeout=2)
+            self.teleop.join(timeout=2)
+            self._loop_error = self.teleop.error
             self.shutdown_report = self.teleop.shutdown()
             self.teleop = None
         else:  # opened arms, but the loop never started (a failure while opening)
@@ -172,28 +172,27 @@ class RigSession:
 
     # ---- running ---------------------------------------------------------------------------------
 
+    @property
+    def error(self) -> BaseException | None:
+        """A crash of the control loop's thread (a bug), if any."""
+        return self.teleop.error if self.teleop is not None else self._loop_error
+
     def start(self, duration_s: float | None = None) -> None:
-        """Run the teleop loop on its own thread (the caller stays free for signals and UI)."""
-        def body():
-            try:
-                self.result = self.teleop.run(duration_s)
-            except BaseException as exc:  # a crash in the loop still ends in a safe shutdown
-                self.error = exc
-        self.result: dict | None = None
-        self._thread = threading.Thread(target=body, name="teleop", daemon=True)
-        self._thread.start()
+        """Run the control loop on its own thread (the caller stays free for signals and UI)."""
+        self.teleop.start(duration_s)
 
     def wait(self, poll: Callable[[], None] | None = None, every_s: float = 1.0) -> dict:
         """Wait for the loop to end; ``poll`` runs between waits (e.g. a status line)."""
-        while self._thread.is_alive():
-            self._thread.join(timeout=every_s)
+        while not self.teleop.join(timeout=every_s):
             if poll is not None:
                 poll()
-        if self.error is not None:
-            raise self.error
+        if poll is not None:
+            poll()
+        if self.teleop.error is not None:
+            raise self.teleop.error
         if self.teleop.fault is not None:
             raise self.teleop.fault
-        return self.result
+        return self.teleop.result
 
     def run(self, duration_s: float | None = None, poll: Callable[[], None] | None = None) -> dict:
         self.start(duration_s)
@@ -201,7 +200,7 @@ class RigSession:
             return self.wait(poll)
         except KeyboardInterrupt:
             self.teleop.stop()
-            self._thread.join(timeout=2)
+            self.teleop.join(timeout=2)
             return self.teleop.stats.summary()
 
 

@@ -226,3 +226,32 @@ def test_a_one_tick_leader_glitch_is_held_but_a_real_jump_is_followed(emulated, 
     assert summary["glitches"] == {"leader": 2}  # the mangled read, then the first read of the jump
     assert max(abs(r.leader_q[0]) for r in recs) < 1.6  # 10 turns never reached the records
     assert recs[-1].leader_q[0] == pytest.approx(1.5, abs=1e-3)  # the real jump was accepted
+
+
+def test_teleop_on_the_handheld_rig_reports_the_gripper_stream(tmp_path):
+    """A handheld rig has no followers to mirror onto: `rig teleop` streams its gripper (the
+    firmware's host build) and reports the figures a collector checks before recording."""
+    import json
+
+    stats = tmp_path / "stats.json"
+    out = subprocess.run([sys.executable, "-m", "rig", "teleop", "--config", "sim-handheld", "--duration", "3",
+                          "--stats-json", str(stats)], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert "has no followers to mirror onto: streaming its handheld gripper" in out.stdout
+    assert " Hz  jaw " in out.stdout and "clock drift" in out.stdout  # the live status line
+    g = json.loads(stats.read_text())["gripper"]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == g  # the last line is the summary
+    assert g["samples"] > 50 and g["lost"] == 0 and g["configured_rate_hz"] == 200
+    assert 0.0 <= g["jaw"]["min"] < g["jaw"]["max"] <= 1.0  # the simulated hand opens and closes the jaw
+
+
+def test_teleop_on_a_rig_with_nothing_to_drive_is_one_clear_error(tmp_path):
+    path = tmp_path / "leaders-only.toml"
+    path.write_text('name = "leaders-only"\n\n[[arms]]\nname = "leader"\nrole = "leader"\nport = "/dev/nosuch"\n'
+                    'allow_uncalibrated = true\njoints = [ { name = "waist", id = 1, model = "xm430-w350" } ]\n')
+    out = subprocess.run([sys.executable, "-m", "rig", "teleop", "--config", str(path), "--duration", "1"],
+                         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no follower arms to mirror onto and no handheld gripper" in out.stderr

@@ -1,16 +1,16 @@
 """Closed-loop evaluation: the trained policy drives the followers of the simulated world.
 
 The world runs as it does for recording (its own process, emulated Dynamixel buses, rendered
-cameras in shared memory); the policy replaces the leaders. Our own loop ticks at the rig's rate
-against absolute deadlines: read both followers, every ``execute`` ticks grab the latest frame
-of each camera and predict the next K actions, send the next action of the chunk with the same
-joint-limit and per-tick step clamps as teleop. Trial i uses world seed ``seed0 + i`` (object
-placement), so N trials are reproducible; success is the world's own check, polled off the loop.
+cameras in shared memory); the policy replaces the leaders. The rig's one control loop
+(rig/loop.py) drives the followers with a policy source (rig/sources.py): every ``execute``
+ticks it grabs the latest frame of each camera and predicts the next K actions; each tick sends
+the chunk's action through the same parallel reads, joint limits, step clamp, alert checks and
+deadlines as teleop. Trial i uses world seed ``seed0 + i`` (object placement), so N trials are
+reproducible; success is the world's own check, polled off the loop.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import threading
@@ -20,10 +20,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from drivers.dynamixel.errors import DynamixelError
-from recorder.codec import encode_jpeg
+from rig.sources import _ensembled  # noqa: F401  (temporal ensembling lives with the policy source)
 from rig.train import TrainError
-from rig.train.data import _reduction, decode_small
 from rig.train.model import PolicyConfig
 from rig.train.trainer import TrainedPolicy
 
@@ -108,6 +106,7 @@ def _one_torch_thread():
 def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress) -> RolloutResult:
     from drivers.cameras.sim import SimCamera
     from rig.arms import Follower
+    from rig.loop import ControlLoop
     from rig.sim.launch import start_world
 
     # ensembling averages overlapping chunks: by default a new one every tick, as ACT
@@ -117,17 +116,21 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
     world = start_world(task, seed0, cameras=specs, operator=False, ring_prefix=f"rig-eval-{os.getpid()}-")
     followers: list[Follower] = []
     cams: list[SimCamera] = []
+    loop = None
     try:
         for arm in cfg.followers:
             f = Follower(arm, world.ports[arm.port[4:]]).open()
             followers.append(f)
-            _retry(f.prepare)
         for s in specs:
             info = world.cameras[s.name]
             cam = SimCamera(s.name, ring=info["ring"], width=info["width"], height=info["height"], fps=info["fps"])
             cam.start()
             cams.append(cam)
-        loop = _Loop(policy, cfg, followers, cams, execute, ensemble)
+        if sum(f.cfg.n_values for f in followers) != policy.cfg.n:
+            raise TrainError(f"the policy predicts {policy.cfg.n} values but the rig's followers have "
+                             f"{sum(f.cfg.n_values for f in followers)}")
+        loop = ControlLoop(cfg, [], followers)  # no leaders: the policy is the only source
+        loop.prepare()
         results, errors = [], []
         for i in range(trials):
             seed = seed0 + i
@@ -135,15 +138,20 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
             if isinstance(policy, ScriptedPolicy):
                 policy.begin(seed)
             time.sleep(SETTLE_S)
-            r = loop.trial(world, seed, seconds)
+            r = _trial(loop, policy, cams, world, seed, seconds, execute, ensemble)
             results.append(r)
-            errors.extend(loop.period_errors)
+            errors.extend(loop.stats.period_errors_ns())
             if progress is not None:
                 progress(i, r)
     finally:
-        for f in followers:
+        if loop is not None:
             with contextlib.suppress(Exception):
-                f.make_safe(hold=False)
+                loop.shutdown()  # followers stop where they are, torque off
+        else:
+            for f in followers:
+                with contextlib.suppress(Exception):
+                    f.make_safe(hold=False)
+        for f in followers:
             with contextlib.suppress(Exception):
                 f.close()
         for c in cams:
@@ -156,15 +164,62 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
                          time.monotonic() - t_wall)
 
 
-def _retry(fn: Callable[[], None], tries: int = 5, pause_s: float = 1.0) -> None:
-    """Setup is not time-critical: ride out a machine busy enough to drop a reply."""
-    for i in range(tries):
-        try:
-            return fn()
-        except DynamixelError:
-            if i == tries - 1:
-                raise
-            time.sleep(pause_s)
+def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, ensemble: float | None) -> TrialResult:
+    """One trial on the control loop: from where the reset left the followers (or ramped to the
+    policy's start pose, as teleop engaged before the takes), the policy drives for ``seconds``
+    or until the world reports success."""
+    from rig.loop import LoopStats
+    from rig.sources import PolicySource, Pose
+
+    loop.sync()
+    if policy.start_q is not None:
+        loop.use(Pose(np.asarray(policy.start_q, float)), engage_s=ENGAGE_S)
+        _run_loop(loop, ENGAGE_S + SETTLE_S)
+    loop.stats = LoopStats(loop.config.rate_hz)  # the trial's own figures
+    loop.use(PolicySource(policy, cams, execute, ensemble), engage_s=0.0)
+    done = threading.Event()
+    stop = threading.Event()
+    t_success: list[float] = []
+    t0 = time.monotonic()
+
+    def watch():  # the world answers over a pipe: keep that round trip off the control loop
+        while not stop.is_set():
+            try:
+                if world.success():
+                    t_success.append(time.monotonic() - t0)
+                    done.set()
+                    return
+            except Exception:
+                return
+            stop.wait(SUCCESS_POLL_S)
+
+    watcher = threading.Thread(target=watch, name="success-watch", daemon=True)
+    watcher.start()
+    try:
+        _run_loop(loop, seconds, until=done)
+    finally:
+        stop.set()
+        watcher.join(timeout=2)
+    s = loop.stats
+    ok = bool(t_success)
+    return TrialResult(seed, ok, round(t_success[0], 2) if ok else None, s.ticks, s.skipped, s.late,
+                       sum(s.bus_errors.values()))
+
+
+def _run_loop(loop, seconds: float, until: threading.Event | None = None) -> None:
+    """Run the loop on its own thread for ``seconds``; a fault or a crash in it is raised here."""
+    loop.start(seconds, until)
+    try:
+        while not loop.join(timeout=0.5):
+            pass
+    except BaseException:
+        loop.stop()
+        loop.join(timeout=2)
+        raise
+    if loop.error is not None:
+        raise loop.error
+    if loop.fault is not None:
+        raise loop.fault
 
 
 class ScriptedPolicy:
@@ -216,160 +271,3 @@ class ScriptedPolicy:
                     row.append(cal.gripper_to_normalized(ticks[cal.n_joints]))
             out[j] = row
         return out
-
-
-class _Loop:
-    def __init__(self, policy: TrainedPolicy | ScriptedPolicy, cfg, followers, cams, execute: int, ensemble: float | None = None):
-        self.policy = policy
-        self.ensemble = ensemble
-        self.followers = followers
-        self.cams = cams
-        self.execute = execute
-        self.period_ns = int(round(1e9 / cfg.rate_hz))
-        self.slices, start = [], 0
-        for f in followers:
-            self.slices.append(slice(start, start + f.cfg.n_values))
-            start += f.cfg.n_values
-        self.n = start
-        if self.n != policy.cfg.n:
-            raise TrainError(f"the policy predicts {policy.cfg.n} values but the rig's followers have {self.n}")
-        self.lower = np.concatenate([f.lower for f in followers])
-        self.upper = np.concatenate([f.upper for f in followers])
-        step = []
-        for f in followers:
-            step += [cfg.safety.max_step_rad] * f.n_joints + ([cfg.safety.max_gripper_step] if f.cfg.gripper else [])
-        self.max_step = np.array(step)
-        self.hw = policy.cfg.image_hw
-        self.period_errors: list[int] = []
-        self._small = np.zeros((len(cams), *self.hw, 3), np.uint8)  # the latest frames, decoded
-        self._seen = [-1] * len(cams)  # their frame indices
-
-    def _images(self) -> np.ndarray:
-        if not self.cams:
-            return np.zeros((0, *self.hw, 3), np.uint8)
-        for i, cam in enumerate(self.cams):
-            frame = cam.latest()
-            if frame is None:
-                raise TrainError(f"camera {cam.name!r} of the simulated world delivers no frames")
-            if self._seen[i] == frame.index:
-                continue  # cameras run at 15 fps, predictions up to every tick: decode a frame once
-            # the same JPEG round trip and down-scaling as the recorded training frames
-            blob = encode_jpeg(frame.data) if frame.encoding == "rgb8" else bytes(frame.data)
-            self._small[i] = decode_small(blob, self.hw, _reduction(cam.width, cam.height, self.hw))
-            self._seen[i] = frame.index
-        return self._small
-
-    def _read(self, q: np.ndarray, dq: np.ndarray) -> int:
-        missed = 0
-        for f, sl in zip(self.followers, self.slices):
-            try:
-                f.read()
-                q[sl], dq[sl] = f.q, f.dq
-            except DynamixelError:
-                missed += 1  # the last values stand, as in teleop
-        return missed
-
-    def _read_all(self, q: np.ndarray, dq: np.ndarray, tries: int = 20) -> None:
-        """A read of every follower before moving: a missed one would leave zeros as its pose
-        and the first command would swing that arm towards them."""
-        for f, sl in zip(self.followers, self.slices):
-            _retry(f.read, tries, pause_s=0.02)
-            q[sl], dq[sl] = f.q, f.dq
-
-    def _engage(self, pose: np.ndarray, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
-        """Ramp the followers to ``pose`` (the demonstrations start there: teleop engaged onto the
-        leaders) and return the last target; the trial starts from the same state as the takes."""
-        start = q.copy()
-        n = max(1, int(ENGAGE_S * 1e9 / self.period_ns))
-        target = start
-        for i in range(1, n + 1):
-            target = np.clip(start + (pose - start) * (i / n), self.lower, self.upper)
-            for f, sl in zip(self.followers, self.slices):
-                with contextlib.suppress(DynamixelError):
-                    f.command(target[sl])
-            time.sleep(self.period_ns / 1e9)
-        time.sleep(SETTLE_S)
-        self._read_all(q, dq)
-        return target
-
-    def trial(self, world, seed: int, seconds: float) -> TrialResult:
-        q, dq = np.zeros(self.n), np.zeros(self.n)
-        self._read_all(q, dq)
-        target = np.clip(q.copy(), self.lower, self.upper)
-        if self.policy.start_q is not None:
-            target = self._engage(np.asarray(self.policy.start_q, float), q, dq)
-        for f in self.followers:
-            f.go_hot()
-        done = threading.Event()
-        stop = threading.Event()
-        t_success: list[float] = []
-        t0 = time.monotonic()
-
-        def watch():  # the world answers over a pipe: keep that round trip off the control loop
-            while not stop.is_set():
-                try:
-                    if world.success():
-                        t_success.append(time.monotonic() - t0)
-                        done.set()
-                        return
-                except Exception:
-                    return
-                stop.wait(SUCCESS_POLL_S)
-
-        watcher = threading.Thread(target=watch, name="success-watch", daemon=True)
-        watcher.start()
-        n_ticks = int(seconds * 1e9 / self.period_ns)
-        start = time.monotonic_ns() + self.period_ns
-        chunk, j = None, 0
-        chunks: collections.deque = collections.deque(maxlen=self.policy.cfg.k)  # (tick predicted at, chunk)
-        late = missed = ticks = skipped = 0
-        self.period_errors = []
-        k = 0
-        try:
-            while k < n_ticks and not done.is_set():
-                deadline = start + k * self.period_ns
-                now = time.monotonic_ns()
-                if deadline > now:
-                    time.sleep((deadline - now) / 1e9)
-                now = time.monotonic_ns()
-                if now - deadline >= self.period_ns:  # a whole period behind: skip, do not bunch up
-                    behind = (now - deadline) // self.period_ns
-                    skipped += behind
-                    k += behind
-                    j += behind  # the chunk's actions are tied to time, not to ticks executed
-                    deadline += behind * self.period_ns
-                self.period_errors.append(now - deadline)
-                if now - deadline > self.period_ns // 10:
-                    late += 1
-                missed += self._read(q, dq)
-                if chunk is None or j >= self.execute:
-                    chunk, j = self.policy.predict_chunk(self._images(), q.astype(np.float32), dq.astype(np.float32)), 0
-                    if self.ensemble is not None:
-                        chunks.append((k, chunk))
-                want = chunk[j] if self.ensemble is None else _ensembled(chunks, k, self.ensemble)
-                want = np.clip(want, self.lower, self.upper)
-                j += 1
-                target += np.clip(want - target, -self.max_step, self.max_step)
-                for f, sl in zip(self.followers, self.slices):
-                    with contextlib.suppress(DynamixelError):
-                        f.command(target[sl])
-                ticks += 1
-                k += 1
-        finally:
-            stop.set()
-            watcher.join(timeout=2)
-            for f in self.followers:
-                f.go_cold()
-        ok = bool(t_success)
-        return TrialResult(seed, ok, round(t_success[0], 2) if ok else None, ticks, skipped, late, missed)
-
-
-def _ensembled(chunks, k: int, m: float) -> np.ndarray:
-    """The action for tick ``k``: every chunk that covers it, oldest weighted heaviest (as ACT)."""
-    acts, ws = [], []
-    for age, (k0, c) in enumerate(chunks):
-        if 0 <= k - k0 < len(c):
-            acts.append(c[k - k0])
-            ws.append(np.exp(-m * age))
-    w = np.asarray(ws)
-    return (np.asarray(acts) * w[:, None]).sum(0) / w.sum()

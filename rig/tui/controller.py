@@ -121,9 +121,7 @@ def _failure_advice(failure: Failure) -> str:
 def _arm_view(a) -> ArmView:
     h = a.health
     errs = "; ".join(f"servo {sid}: {', '.join(e)}" for sid, e in h.hardware_errors.items())
-    bus = getattr(a, "bus", None)
-    connected = bus.is_open if bus is not None else bool(getattr(getattr(a, "gripper", None), "connected", False))
-    return ArmView(a.name, a.cfg.role, connected, h.torque_on, h.min_voltage_v, h.max_temperature_c,
+    return ArmView(a.name, a.cfg.role, a.connected, h.torque_on, h.min_voltage_v, h.max_temperature_c,
                    errs or (h.last_error or ""), a.misses)
 
 

@@ -1,0 +1,183 @@
+"""Command sources: what the control loop sends the followers towards, one row per tick.
+
+A source only proposes targets; the loop (rig/loop.py) does everything else the same way for
+all of them: bus reads, the engage blend, joint limits, the step clamp, alert checks, deadlines
+and tick records. Sources:
+
+- :class:`Leaders` (teleop): each follower mirrors its leader.
+- :class:`Replay`: a recorded take's actions, one row per tick; the loop then re-engages on the
+  leaders.
+- :class:`Pose`: a fixed pose (a policy's start pose).
+- :class:`Hold`: the targets stay where they are (a rig without leaders, between sources).
+- :class:`PolicySource`: a policy's chunked predictions, optionally temporally ensembled (ACT).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from drivers.errors import RigError
+
+if TYPE_CHECKING:
+    from rig.loop import ControlLoop
+
+
+class CommandSource:
+    """Base of the command sources. ``name`` is one of rig.ticks.SOURCES (the tick record's
+    ``source``); ``uses_leaders``: a leader's missed or glitched read holds its follower."""
+
+    name = "leaders"
+    uses_leaders = False
+
+    def attach(self, loop: ControlLoop) -> None:
+        """Check the source fits the loop; called on the caller's thread by ``loop.use()``."""
+
+    def begin(self, loop: ControlLoop, k: int) -> None:
+        """The source takes over at tick ``k`` (called on the loop thread)."""
+
+    def target(self, loop: ControlLoop, k: int) -> np.ndarray | None:
+        """The wanted follower targets for tick ``k`` (rig units, the loop's n values), or None
+        when the source has nothing more to send (the loop falls back on the leaders)."""
+        raise NotImplementedError
+
+
+class Leaders(CommandSource):
+    """Teleop: every follower mirrors its leader. ``takeover``: the operator took over from a
+    policy (recorded as source "takeover")."""
+
+    uses_leaders = True
+
+    def __init__(self, takeover: bool = False):
+        self.name = "takeover" if takeover else "leaders"
+
+    def target(self, loop: ControlLoop, k: int) -> np.ndarray:
+        return loop.leader_q
+
+
+class Replay(CommandSource):
+    """A recorded take: ``actions`` (T, n), one row per tick from the switch on."""
+
+    name = "replay"
+
+    def __init__(self, actions: np.ndarray):
+        self.actions = np.asarray(actions, dtype=np.float64)
+        self.i = 0  # the next row
+
+    def attach(self, loop: ControlLoop) -> None:
+        if self.actions.ndim != 2 or self.actions.shape[1] != loop.n:
+            raise RigError(f"replay needs actions of shape (T, {loop.n}); got {self.actions.shape}")
+
+    def target(self, loop: ControlLoop, k: int) -> np.ndarray | None:
+        if self.i >= len(self.actions):
+            return None
+        row = self.actions[self.i]
+        self.i += 1
+        return row
+
+
+class Pose(CommandSource):
+    """Go to and hold one pose (the engage blend makes the way there smooth)."""
+
+    def __init__(self, q: np.ndarray, name: str = "policy"):
+        self.q = np.asarray(q, dtype=np.float64)
+        self.name = name
+
+    def attach(self, loop: ControlLoop) -> None:
+        if self.q.shape != (loop.n,):
+            raise RigError(f"a pose for this rig has {loop.n} values; got shape {self.q.shape}")
+
+    def target(self, loop: ControlLoop, k: int) -> np.ndarray:
+        return self.q
+
+
+class Hold(CommandSource):
+    """Keep the targets where they are: what a rig without leaders falls back on."""
+
+    def target(self, loop: ControlLoop, k: int) -> np.ndarray:
+        return loop.target
+
+
+class PolicySource(CommandSource):
+    """A policy drives: every ``execute`` ticks it predicts the next K actions from the latest
+    camera frames and the followers' state; each tick sends the chunk's action for that tick
+    (tied to time: skipped ticks skip actions too).
+
+    ``ensemble`` (ACT's temporal ensembling, m): predict every ``execute`` ticks and send the
+    average of every chunk's action for this tick, older chunks weighted exp(-m * age) heavier.
+
+    The policy: attributes ``cfg.k``, ``cfg.n``, ``cfg.cameras``, ``cfg.image_hw``; optional
+    ``reset()`` (called when it takes over); ``predict_chunk(images uint8 (ncam, H, W, 3) at
+    cfg.image_hw after the JPEG round trip, q float32, dq float32) -> (k, n)``. ``cameras``: the
+    opened cameras named by ``cfg.cameras``, in that order.
+    """
+
+    name = "policy"
+
+    def __init__(self, policy: Any, cameras: Sequence[Any] = (), execute: int | None = None,
+                 ensemble: float | None = None):
+        self.policy = policy
+        self.cameras = list(cameras)
+        self.ensemble = ensemble
+        k = policy.cfg.k
+        # ensembling averages overlapping chunks: by default a new one every tick, as ACT
+        self.execute = min(k, execute or (1 if ensemble is not None else max(1, k // 2)))
+        self._chunks: collections.deque = collections.deque(maxlen=k)  # (tick predicted at, chunk)
+        self.hw = tuple(policy.cfg.image_hw)
+        self._small = np.zeros((len(self.cameras), *self.hw, 3), np.uint8)  # the latest frames, decoded
+        self._seen = [-1] * len(self.cameras)  # their frame indices
+
+    def attach(self, loop: ControlLoop) -> None:
+        if self.policy.cfg.n != loop.n:
+            raise RigError(f"the policy predicts {self.policy.cfg.n} values but the rig's followers have {loop.n}")
+
+    def begin(self, loop: ControlLoop, k: int) -> None:
+        self._chunks.clear()
+        reset = getattr(self.policy, "reset", None)
+        if reset is not None:
+            reset()
+
+    def target(self, loop: ControlLoop, k: int) -> np.ndarray:
+        chunks = self._chunks
+        if not chunks or k - chunks[-1][0] >= self.execute:
+            chunk = self.policy.predict_chunk(self.images(), loop.follower_q.astype(np.float32),
+                                              loop.follower_dq.astype(np.float32))
+            chunks.append((k, np.asarray(chunk)))
+        if self.ensemble is None:
+            k0, chunk = chunks[-1]
+            return chunk[min(k - k0, len(chunk) - 1)]
+        return _ensembled(chunks, k, self.ensemble)
+
+    def images(self) -> np.ndarray:
+        """The latest frame of each camera, as the policy was trained on it: the same JPEG round
+        trip and down-scaling as the recorded frames. Each frame is decoded once (cameras run at
+        15 fps, predictions up to every tick)."""
+        if not self.cameras:
+            return self._small
+        from recorder.codec import encode_jpeg
+        from rig.train.data import _reduction, decode_small
+
+        for i, cam in enumerate(self.cameras):
+            frame = cam.latest()
+            if frame is None:
+                raise RigError(f"camera {cam.name!r} delivers no frames; the policy needs it")
+            if self._seen[i] == frame.index:
+                continue
+            blob = encode_jpeg(frame.data) if frame.encoding == "rgb8" else bytes(frame.data)
+            self._small[i] = decode_small(blob, self.hw, _reduction(cam.width, cam.height, self.hw))
+            self._seen[i] = frame.index
+        return self._small
+
+
+def _ensembled(chunks, k: int, m: float) -> np.ndarray:
+    """The action for tick ``k``: every chunk that covers it, oldest weighted heaviest (as ACT)."""
+    acts, ws = [], []
+    for age, (k0, c) in enumerate(chunks):
+        if 0 <= k - k0 < len(c):
+            acts.append(c[k - k0])
+            ws.append(np.exp(-m * age))
+    w = np.asarray(ws)
+    return (np.asarray(acts) * w[:, None]).sum(0) / w.sum()
