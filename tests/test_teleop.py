@@ -117,7 +117,7 @@ def test_dropped_replies_hold_the_arm_and_are_counted(emulated, tmp_path):
     for m in missed:
         i = recs.index(m)
         np.testing.assert_array_equal(m.action, recs[i - 1].action)  # held its last target
-    assert recs[-1].tick > missed[-1].tick + 10  # and the loop went on
+    assert any(r.tick > missed[-1].tick and not r.missed for r in recs)  # the bus recovered and the loop went on
 
 
 def test_too_many_missed_reads_stop_safely(emulated, tmp_path):
