@@ -119,8 +119,11 @@ def _wanted_priority(setting: Setting) -> int | None:
     return DEFAULT_PRIORITY if setting == "auto" else int(setting)
 
 
-def request(setting: Setting = "auto") -> Scheduling:
-    """Ask for real-time scheduling for the calling thread (only it); fall back to the best nice level."""
+def request(setting: Setting = "auto", *, inherit: bool = False) -> Scheduling:
+    """Ask for real-time scheduling for the calling thread (only it); fall back to the best nice level.
+
+    ``inherit``: threads and processes it starts later get the same class (the simulated world's
+    servo threads, which stand in for hardware that has its own CPU); by default they do not."""
     prio = _wanted_priority(setting)
     if prio is None:
         return Scheduling("normal", wanted=setting)
@@ -128,7 +131,8 @@ def request(setting: Setting = "auto") -> Scheduling:
         return Scheduling("normal", wanted=setting, reason=f"{sys.platform} has no SCHED_FIFO")
     try:
         # pid 0 is the calling thread; RESET_ON_FORK keeps threads and processes it starts normal
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(prio))
+        flags = 0 if inherit else os.SCHED_RESET_ON_FORK
+        os.sched_setscheduler(0, os.SCHED_FIFO | flags, os.sched_param(prio))
         return Scheduling("fifo", priority=prio, wanted=setting)
     except PermissionError:
         limit = rt_limit()

@@ -16,6 +16,7 @@ import numpy as np
 
 from drivers.dynamixel.errors import DynamixelError, HardwareAlert, PortLost
 from drivers.errors import RigError
+from rig import realtime
 from rig.arms import Arm, Follower, Leader
 from rig.config import RigConfig
 from rig.ticks import TickRecord, TickSink
@@ -39,8 +40,10 @@ def sleep_until(deadline_ns: int) -> None:
 class BusWorker:
     """Owns one arm's bus on its own thread, so separate buses are read at the same time."""
 
-    def __init__(self, arm: Arm):
+    def __init__(self, arm: Arm, realtime_setting: realtime.Setting = "off"):
         self.arm = arm
+        self.realtime_setting = realtime_setting
+        self.scheduling: realtime.Scheduling | None = None
         self.error: RigError | None = None
         self.crashed = False
         self._go = threading.Event()
@@ -50,6 +53,7 @@ class BusWorker:
         self._thread.start()
 
     def _run(self) -> None:
+        self.scheduling = realtime.request(self.realtime_setting)  # the loop waits on this thread
         while True:
             self._go.wait()
             self._go.clear()
@@ -91,6 +95,7 @@ class LoopStats:
     glitches: dict[str, int] = field(default_factory=dict)  # implausible leader readings held
     dropped_records: int = 0
     started_ns: int = 0
+    scheduling: realtime.Scheduling | None = None  # what the loop thread got from the kernel
     _err: np.ndarray = field(default=None, repr=False)
     _cpu: np.ndarray = field(default=None, repr=False)
 
@@ -127,6 +132,7 @@ class LoopStats:
             "glitches": dict(self.glitches),
             "tick_cpu_ms": {"p50": pct(cpu, 50), "p99": pct(cpu, 99)},
             "dropped_records": self.dropped_records,
+            "scheduling": self.scheduling.label() if self.scheduling else "normal",
             "duration_s": elapsed,
         }
 
@@ -159,7 +165,7 @@ class Teleop:
         self.pairs = pairs
         self.n = start
         self.sink = sink
-        self.workers = [BusWorker(a) for a in (*leaders, *followers)]
+        self.workers = [BusWorker(a, config.loop.realtime) for a in (*leaders, *followers)]
         self.stats = LoopStats(config.rate_hz)
         self.stop_event = threading.Event()
         self.fault: TeleopFault | None = None
@@ -375,6 +381,9 @@ class Teleop:
         """Run until stop(), a fault, or ``duration_s``; returns the stats summary."""
         for a in (*self.leaders, *self.followers):
             a.go_hot()
+        self.stats.scheduling = realtime.request(self.config.loop.realtime)
+        realtime.say_once(self.stats.scheduling)
+        guard = realtime.RunawayGuard()
         self.t0_ns = time.monotonic_ns()
         self._engage_from_ns = self.t0_ns
         self.stats.started_ns = self.t0_ns
@@ -386,6 +395,7 @@ class Teleop:
                 break
             sleep_until(deadline)
             self.tick(k, deadline)
+            guard.check()
             now = time.monotonic_ns()
             next_k = k + 1
             if now > self.t0_ns + next_k * self.period_ns:
