@@ -24,6 +24,7 @@ import numpy as np
 
 from drivers.dynamixel.errors import DynamixelError, PortLost
 from drivers.errors import RigError
+from rig import realtime
 from rig.arms import Arm, Follower
 from rig.config import RigConfig
 from rig.sources import CommandSource, Hold, Leaders, Replay
@@ -48,8 +49,10 @@ def sleep_until(deadline_ns: int) -> None:
 class BusWorker:
     """Owns one arm's reads on its own thread, so separate buses are read at the same time."""
 
-    def __init__(self, arm: Arm):
+    def __init__(self, arm: Arm, realtime_setting: realtime.Setting = "off"):
         self.arm = arm
+        self.realtime_setting = realtime_setting
+        self.scheduling: realtime.Scheduling | None = None
         self.error: RigError | None = None
         self.crashed = False
         self._go = threading.Event()
@@ -60,6 +63,7 @@ class BusWorker:
 
     def _thread_main(self) -> None:
         """The bus thread's body: everything it runs starts here."""
+        self.scheduling = realtime.request(self.realtime_setting)  # the loop waits on this thread
         while True:
             self._go.wait()
             self._go.clear()
@@ -104,6 +108,7 @@ class LoopStats:
     takeovers: int = 0  # times an operator took over from a policy by moving a leader
     takeover_tick: int | None = None  # the tick of the last takeover
     source: str = "leaders"  # who drives now
+    scheduling: str = "normal"  # what the loop thread got from the kernel (rig/realtime.py)
     started_ns: int = 0
     _err: np.ndarray = field(default=None, repr=False)
     _cpu: np.ndarray = field(default=None, repr=False)
@@ -152,6 +157,7 @@ class LoopStats:
             "source": self.source,
             "takeovers": self.takeovers,
             "takeover_tick": self.takeover_tick,
+            "scheduling": self.scheduling,
             "duration_s": elapsed,
         }
 
@@ -187,7 +193,7 @@ class ControlLoop:
         self.pairs = pairs
         self.n = start
         self.sink = sink
-        self.workers = [BusWorker(a) for a in (*leaders, *followers)]
+        self.workers = [BusWorker(a, config.loop.realtime) for a in (*leaders, *followers)]
         self.stats = LoopStats(config.rate_hz)
         self.stop_event = threading.Event()
         self.fault: TeleopFault | None = None
@@ -489,6 +495,10 @@ class ControlLoop:
         """Run until stop(), a fault, ``until`` is set, or ``duration_s``; returns the stats summary."""
         for a in (*self.leaders, *self.followers):
             a.go_hot()
+        sched = realtime.request(self.config.loop.realtime)
+        realtime.say_once(sched)
+        self.stats.scheduling = sched.label()
+        guard = realtime.RunawayGuard()
         self.t0_ns = time.monotonic_ns()
         if self._engage_at_start:  # later runs go on from where the last one left the targets
             self._engage_from_ns, self._engage_at_start = self.t0_ns, False
@@ -502,6 +512,7 @@ class ControlLoop:
                     break
                 sleep_until(deadline)
                 self.tick(k, deadline)
+                guard.check()
                 now = time.monotonic_ns()
                 next_k = k + 1
                 if now > self.t0_ns + next_k * self.period_ns:
@@ -513,6 +524,8 @@ class ControlLoop:
         finally:
             for a in (*self.leaders, *self.followers):
                 a.go_cold()
+            if sched.realtime:
+                realtime.demote()  # run() may be on a caller's thread that goes on with other work
         if self.sink is not None and hasattr(self.sink, "dropped"):
             self.stats.dropped_records = self.sink.dropped
         return self.stats.summary()
