@@ -6,17 +6,25 @@ command latency (leader read to follower goal sent, within a tick) and the track
 followers behind the leaders (cross-correlation of joint velocities).
 
     python benchmarks/bench_teleop.py [--seconds 60]
+    python benchmarks/bench_teleop.py --only scheduling [--seconds 30]
+
+The scheduling section runs 50 Hz with cameras on three ways in one invocation: alone, beside two
+CPU hogs (plain Python busy loops, one per core) with the config's default `[loop] realtime =
+"auto"`, and beside the same hogs with realtime off.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import multiprocessing as mp
+import os
 
 import numpy as np
 
-from rig.config import load_config
+from rig.config import LoopConfig, load_config
 from rig.session import RigSession
 from rig.ticks import TickQueue
 
@@ -35,9 +43,27 @@ def tracking_lag_ms(recs, period_s: float) -> float:
     return best * period_s * 1e3
 
 
-def run(rate: float, seconds: float, cameras: bool) -> dict:
+def _hog() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def hogs(n: int):
+    procs = [mp.Process(target=_hog, daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.join()
+
+
+def run(rate: float, seconds: float, cameras: bool, realtime: str | int = "auto") -> dict:
     cfg = load_config("sim-aloha")
-    cfg = dataclasses.replace(cfg, rate_hz=rate)
+    cfg = dataclasses.replace(cfg, rate_hz=rate, loop=LoopConfig(realtime))
     sink = TickQueue(int(rate * (seconds + 10)))
     with RigSession(cfg, sink=sink, cameras=cameras) as s:
         summary = s.run(seconds)
@@ -55,20 +81,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", choices=["rates", "scheduling"], default=None)
     args = ap.parse_args()
-    results = {
-        "50 Hz, cameras on": run(50.0, args.seconds, True),
-        "50 Hz, cameras off": run(50.0, args.seconds, False),
-        "200 Hz, cameras off": run(200.0, args.seconds, False),
-    }
+    results = {}
+    if args.only in (None, "rates"):
+        results["50 Hz, cameras on"] = run(50.0, args.seconds, True)
+        results["50 Hz, cameras off"] = run(50.0, args.seconds, False)
+        results["200 Hz, cameras off"] = run(200.0, args.seconds, False)
+    if args.only in (None, "scheduling"):
+        n = os.cpu_count() or 2
+        results["50 Hz, cameras on, alone"] = run(50.0, args.seconds, True)
+        with hogs(2):
+            results["... beside 2 CPU hogs"] = run(50.0, args.seconds, True)
+            results["... beside 2 CPU hogs, realtime off"] = run(50.0, args.seconds, True, "off")
+        print(f"({n} cores)")
     print("| run | achieved Hz | period err p50 / p99 / max ms | overruns | tick CPU p50 ms | "
-          "command latency p50 ms | tracking lag ms | bus errors |")
-    print("|---|---|---|---|---|---|---|---|")
+          "command latency p50 ms | tracking lag ms | bus errors | loop scheduling |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         pe = r["period_error_ms"]
         print(f"| {name} | {r['achieved_rate_hz']:.2f} | {pe['p50']:.3f} / {pe['p99']:.3f} / {pe['max']:.2f} | "
               f"{r['overruns']} | {r['tick_cpu_ms']['p50']:.2f} | {r['command_latency_ms']['p50']:.2f} | "
-              f"{r['tracking_lag_ms']:.0f} | {sum(r['bus_errors'].values())} |")
+              f"{r['tracking_lag_ms']:.0f} | {sum(r['bus_errors'].values())} | {r['scheduling']} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

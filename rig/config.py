@@ -116,6 +116,11 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True)
+class LoopConfig:
+    realtime: str | int = "auto"  # "auto", "off", or a SCHED_FIFO priority (see rig/realtime.py)
+
+
+@dataclass(frozen=True)
 class SimConfig:
     task: str = "transfer_cube"
     seed: int = 0
@@ -134,6 +139,7 @@ class RigConfig:
     sim: SimConfig | None
     raw: dict[str, Any]
     gripper: GripperConfig | None = None  # the file as parsed: the snapshot stored in each episode
+    loop: LoopConfig = LoopConfig()
 
     def arm(self, name: str) -> ArmConfig:
         for a in self.arms:
@@ -300,7 +306,7 @@ def _arm(r: _Reader) -> ArmConfig:
 
 def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
     r = _Reader(raw, source, "")
-    r.unknown({"name", "rate_hz", "arms", "cameras", "safety", "sim", "description", "gripper"})
+    r.unknown({"name", "rate_hz", "arms", "cameras", "safety", "sim", "description", "gripper", "loop"})
     gripper = _gripper(r.table("gripper")) if "gripper" in raw else None
     arms_raw = r.get("arms", list, [] if gripper else ...)
     arms = []
@@ -341,6 +347,7 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
             max_leader_jump_rad=s.get("max_leader_jump_rad", float, safety.max_leader_jump_rad, positive=True),
             takeover_rad=s.get("takeover_rad", float, safety.takeover_rad),
         )
+    loop = _loop(r.table("loop"))
     sim = None
     st = r.table("sim")
     if st is not None:
@@ -353,7 +360,19 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
         r.fail("gripper", "an arm has device = \"handheld\" but there is no [gripper] table; add one with its port")
     return RigConfig(name=r.get("name", str, Path(source.split(" ")[0]).stem), source=source,
                      rate_hz=r.get("rate_hz", float, 50.0, positive=True), arms=tuple(arms),
-                     cameras=tuple(cameras), safety=safety, sim=sim, raw=raw, gripper=gripper)
+                     cameras=tuple(cameras), safety=safety, sim=sim, raw=raw, gripper=gripper, loop=loop)
+
+
+def _loop(r: _Reader | None) -> LoopConfig:
+    if r is None:
+        return LoopConfig()
+    from rig.realtime import RealtimeSettingError, parse_setting
+
+    r.unknown(set(LoopConfig.__dataclass_fields__))
+    try:
+        return LoopConfig(realtime=parse_setting(r.t.get("realtime", "auto")))
+    except RealtimeSettingError as exc:
+        r.fail("realtime", str(exc))
 
 
 def _gripper(r: _Reader) -> GripperConfig:

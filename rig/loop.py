@@ -25,6 +25,7 @@ import numpy as np
 
 from drivers.dynamixel.errors import DynamixelError, PortLost
 from drivers.errors import RigError
+from rig import realtime
 from rig.arms import Arm, Follower
 from rig.config import RigConfig
 from rig.sources import CommandSource, Hold, Leaders, Replay
@@ -63,8 +64,10 @@ def retry_setup(fn: Callable[[], None], tries: int = 5, pause_s: float = 1.0) ->
 class BusWorker:
     """Owns one arm's reads on its own thread, so separate buses are read at the same time."""
 
-    def __init__(self, arm: Arm):
+    def __init__(self, arm: Arm, realtime_setting: realtime.Setting = "off"):
         self.arm = arm
+        self.realtime_setting = realtime_setting
+        self.scheduling: realtime.Scheduling | None = None
         self.error: RigError | None = None
         self.crashed = False
         self._go = threading.Event()
@@ -75,6 +78,7 @@ class BusWorker:
 
     def _thread_main(self) -> None:
         """The bus thread's body: everything it runs starts here."""
+        self.scheduling = realtime.request(self.realtime_setting)  # the loop waits on this thread
         while True:
             self._go.wait()
             self._go.clear()
@@ -119,6 +123,7 @@ class LoopStats:
     takeovers: int = 0  # times an operator took over from a policy by moving a leader
     takeover_tick: int | None = None  # the tick of the last takeover
     source: str = "leaders"  # who drives now
+    scheduling: str = "normal"  # what the loop thread got from the kernel (rig/realtime.py)
     started_ns: int = 0
     _err: np.ndarray = field(default=None, repr=False)
     _cpu: np.ndarray = field(default=None, repr=False)
@@ -167,6 +172,7 @@ class LoopStats:
             "source": self.source,
             "takeovers": self.takeovers,
             "takeover_tick": self.takeover_tick,
+            "scheduling": self.scheduling,
             "duration_s": elapsed,
         }
 
@@ -202,7 +208,7 @@ class ControlLoop:
         self.pairs = pairs
         self.n = start
         self.sink = sink
-        self.workers = [BusWorker(a) for a in (*leaders, *followers)]
+        self.workers = [BusWorker(a, config.loop.realtime) for a in (*leaders, *followers)]
         self.stats = LoopStats(config.rate_hz)
         self.stop_event = threading.Event()
         self.fault: TeleopFault | None = None
@@ -507,6 +513,10 @@ class ControlLoop:
         """Run until stop(), a fault, ``until`` is set, or ``duration_s``; returns the stats summary."""
         for a in (*self.leaders, *self.followers):
             a.go_hot()
+        sched = realtime.request(self.config.loop.realtime)
+        realtime.say_once(sched)
+        self.stats.scheduling = sched.label()
+        guard = realtime.RunawayGuard()
         self.t0_ns = time.monotonic_ns()
         if self._engage_at_start:  # later runs go on from where the last one left the targets
             self._engage_from_ns, self._engage_at_start = self.t0_ns, False
@@ -520,6 +530,7 @@ class ControlLoop:
                     break
                 sleep_until(deadline)
                 self.tick(k, deadline)
+                guard.check()
                 now = time.monotonic_ns()
                 next_k = k + 1
                 if now > self.t0_ns + next_k * self.period_ns:
@@ -531,6 +542,8 @@ class ControlLoop:
         finally:
             for a in (*self.leaders, *self.followers):
                 a.go_cold()
+            if sched.realtime:
+                realtime.demote()  # run() may be on a caller's thread that goes on with other work
         if self.sink is not None and hasattr(self.sink, "dropped"):
             self.stats.dropped_records = self.sink.dropped
         return self.stats.summary()

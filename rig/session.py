@@ -217,7 +217,7 @@ def start_sim_world(config: RigConfig, cameras: bool = True, **options):
             specs.append(CameraSpec(c.name, int(o.get("width", 320)), int(o.get("height", 240)),
                                     float(o.get("fps", 15.0)), delay_s=float(o.get("delay_s", 0.0))))
     opts = dict(task=sim.task, seed=sim.seed, wire_timing=sim.wire_timing, operator=sim.operator, cameras=specs,
-                ring_prefix=f"rig{os.getpid()}-")  # two rigs on one machine never share frame rings
+                ring_prefix=f"rig{os.getpid()}-", sched=config.loop.realtime)  # two rigs on one machine never share frame rings
     opts.update(options)
     return start_world(**opts)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drivers.dynamixel.setup import candidate_ports, in_dialout, inspect_port
+from rig import realtime
 
 
 def register(sub) -> None:
@@ -14,6 +15,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     problems: list[str] = []
+    ok, line = realtime.availability("auto")
+    print(f"scheduling: {line}")
     if not in_dialout():
         problems.append("you are not in the dialout group: sudo usermod -aG dialout $USER, then log in again")
     ports = args.ports or candidate_ports()

@@ -138,7 +138,7 @@ class WorldHandle:
 
 def start_world(task: str = "transfer_cube", seed: int = 0, cameras: Iterable[str | CameraSpec] | None = None,
                 realtime: bool = True, wire_timing: bool = True, operator: bool = True,
-                shadows: bool = False, ring_prefix: str | None = None) -> WorldHandle:
+                shadows: bool = False, ring_prefix: str | None = None, sched: str | int = "off") -> WorldHandle:
     """Start the world process and wait until its ports and cameras are up.
 
     ``cameras``: names or ``CameraSpec``s; ``None`` = ``DEFAULT_CAMERAS``, ``()`` = none.
@@ -151,7 +151,7 @@ def start_world(task: str = "transfer_cube", seed: int = 0, cameras: Iterable[st
                              "pip install -e '.[sim]'")  # here, not as a crash inside the child
     config = WorldConfig(task=task, seed=seed, cameras=camera_specs(cameras, ring_prefix=ring_prefix),
                          realtime=realtime, wire_timing=wire_timing, operator=operator,
-                         parent_pid=os.getpid(), shadows=shadows)
+                         parent_pid=os.getpid(), shadows=shadows, sched=sched)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=world_main, args=(child, config), name=f"rig-sim-{task}", daemon=True)

@@ -73,6 +73,10 @@ def _parent_alive(pid: int) -> bool:
 def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
     # Servo replies and physics come first: cameras may drop frames, buses must not miss replies.
+    # The world may run real-time (inherited by this process): rendering never does.
+    from rig.realtime import demote
+
+    demote()
     with contextlib.suppress(OSError):
         os.nice(int(cfg.get("nice", 10)))
     # SIGTERM (the world stopping us) only raises a flag: the loop then ends and the rings are

@@ -93,6 +93,9 @@ class WorldConfig:
     baud: int = 1_000_000
     parent_pid: int = 0
     shadows: bool = False  # shadows and reflections cost ~3x render time on a CPU
+    # The rig's `[loop] realtime`: the physics and the emulated servos stand in for hardware that
+    # has its own CPU, so they get the loop's scheduling class (the camera process does not).
+    sched: str | int = "off"
 
 
 def _bus_specs(models: dict[int, str]) -> list:
@@ -478,7 +481,14 @@ class World:
         win_wall, win_steps = time.monotonic(), 0
         paused = 0.0  # wall time spent paused by commands in this window (not counted against the rtf)
         ppid = self.config.parent_pid
+        guard = None
+        if self.config.sched != "off":
+            from rig.realtime import RunawayGuard
+
+            guard = RunawayGuard(limit=0.9)  # physics that cannot keep real time must not hold a core at FIFO
         while True:
+            if guard is not None:
+                guard.check()
             now = time.monotonic()
             if now - last_poll >= CONTROL_POLL_S:
                 last_poll = now
@@ -547,6 +557,10 @@ def world_main(conn: Any, config: WorldConfig) -> None:
     sys.setswitchinterval(0.0005)  # bus threads answer within a fraction of a millisecond
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # terminate() still closes ports and rings
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it closes the world
+    if config.sched != "off":
+        from rig.realtime import request
+
+        request(config.sched, inherit=True)  # the bus threads started below inherit it
     world = None
     try:
         world = World(config)
