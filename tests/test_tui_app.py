@@ -68,6 +68,9 @@ async def _full_take(tmp_path):
             for cam in ("top", "left_wrist", "right_wrist"):
                 assert cam in text
             assert "period error p99" in text and "task: transfer_cube" in text, text
+            from rig.realtime import availability
+
+            assert ("SCHED_FIFO 20" if availability("auto")[0] else "normal") in text  # the loop's class
             assert "▀" in text  # a live preview is drawn in half blocks
             for key in ("start/stop", "keep", "discard", "re-record", "success", "failure", "quit"):
                 assert key in text  # the footer names every key

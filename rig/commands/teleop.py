@@ -159,5 +159,6 @@ def run(args) -> int:
         print(json.dumps(summary["gripper"]))
         return 0
     print(json.dumps(summary["period_error_ms"] | {"achieved_rate_hz": summary["achieved_rate_hz"],
-                                                   "overruns": summary["overruns"]}))
+                                                   "overruns": summary["overruns"],
+                                                   "scheduling": summary.get("scheduling", "normal")}))
     return 0

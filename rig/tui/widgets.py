@@ -136,7 +136,9 @@ class LoopPanel(Static):
         text.append(f"{rate:5.1f} Hz", "green" if rate >= 0.95 * target else "red")
         text.append(f" / {target:g}  period error p99 ")
         text.append(f"{err['p99']:.2f} ms", "green" if err["p99"] < 1.0 else "yellow")
-        text.append(f"  max {err['max']:.1f} ms  overruns {loop['overruns']}  bus errors {bus_errors}")
+        text.append(f"  max {err['max']:.1f} ms  overruns {loop['overruns']}  bus errors {bus_errors}  ")
+        sched = loop.get("scheduling", "normal")
+        text.append(sched, "green" if sched.startswith("SCHED_FIFO") else "yellow")  # rig/realtime.py
         self.update(text)
 
 
