@@ -48,6 +48,9 @@ _EXTENDED_LIMIT = 1_048_575
 _HOMING_LIMIT = 1_044_479
 _MOTION_TAU_S = 0.04  # first-order time constant of the built-in motion model
 _SHUTDOWN_DEFAULT = 0b0011_0100  # overheating, electrical shock, overload
+_WATCHDOG_UNIT_S = 0.02  # Bus Watchdog register unit
+_WATCHDOG_FIRED = -1  # what Bus Watchdog reads after it fired
+_GOAL_REGISTERS = {"goal_pwm", "goal_current", "goal_velocity", "goal_position"}
 
 
 @dataclass
@@ -81,6 +84,8 @@ class EmulatedServo:
         self._velocity = 0.0  # ticks/s
         self._current = 0.0  # raw current units
         self._last_motion = time.monotonic()
+        self.last_instruction = time.monotonic()  # when this servo last heard an instruction packet
+        self.watchdog_fired_at: float | None = None  # monotonic time the Bus Watchdog stopped it
         self._power_on(keep_id=False, keep_baud=False)
 
     # ---- memory ---------------------------------------------------------------------------
@@ -200,6 +205,38 @@ class EmulatedServo:
         if bits & self.mem[63]:
             self.mem[64] = 0
 
+    # ---- Bus Watchdog ------------------------------------------------------------------------
+
+    @property
+    def watchdog_deadline(self) -> float | None:
+        """When the Bus Watchdog fires if no instruction arrives first; None while it cannot."""
+        units = self.get("bus_watchdog")
+        if units <= 0 or not self.torque_enabled:
+            return None
+        return self.last_instruction + units * _WATCHDOG_UNIT_S
+
+    @property
+    def watchdog_fired(self) -> bool:
+        return self.get("bus_watchdog") == _WATCHDOG_FIRED
+
+    def heard(self, now: float) -> None:
+        """An instruction packet reached this servo: the watchdog's interval starts again."""
+        self.check_watchdog(now)  # a packet arriving after the deadline comes too late
+        self.last_instruction = now
+
+    def check_watchdog(self, now: float) -> bool:
+        """Fire the watchdog if its interval has passed: stop where it is, torque stays on, 98
+        reads -1 and goal writes are refused until 0 is written to 98. True if it fired now."""
+        deadline = self.watchdog_deadline
+        if deadline is None or now < deadline:
+            return False
+        self._step_motion(now)
+        self._refresh_present()
+        self.set("goal_position", self.get("present_position"))
+        self.set("bus_watchdog", _WATCHDOG_FIRED)
+        self.watchdog_fired_at = now
+        return True
+
     def _step_motion(self, now: float) -> None:
         dt = now - self._last_motion
         self._last_motion = now
@@ -272,6 +309,13 @@ class EmulatedServo:
             return p.ERR_ACCESS  # EEPROM is locked while torque is on
         if reg.name == "current_limit" and not self.model.has_current_limit:
             return p.ERR_ACCESS
+        if reg.name in _GOAL_REGISTERS and self.watchdog_fired:
+            return p.ERR_ACCESS  # a fired Bus Watchdog locks the goals until 98 is cleared
+        if reg.name == "bus_watchdog":
+            if not 0 <= value <= 127:
+                return p.ERR_DATA_RANGE
+            if value and self.watchdog_fired:
+                return p.ERR_ACCESS  # clear it (write 0) before arming it again
         ranges = {
             "id": (0, p.MAX_ID),
             "return_delay_time": (0, 254),
@@ -314,6 +358,8 @@ class EmulatedServo:
                 self._refresh_present()
                 # Enabling torque holds the present position instead of jumping to a stale goal.
                 self.set("goal_position", self.get("present_position"))
+        if reg.name == "bus_watchdog" and value == 0:
+            self.watchdog_fired_at = None
         if reg.name in ("id", "baud_rate"):
             # A new ID or baud applies once this instruction's status packet is on its way.
             self._pending[reg.name] = value
@@ -332,6 +378,7 @@ class EmulatedServo:
         self.mem[:EEPROM_END] = eeprom
         self._refresh_present()
         self.set("goal_position", self.get("present_position"))
+        self.watchdog_fired_at = None
 
     def factory_reset(self, option: int) -> None:
         keep_id = option in (0x01, 0x02)
@@ -359,6 +406,7 @@ class EmulatedBus:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wire_free = 0.0  # when the half-duplex line is next idle (monotonic s)
+        self._unplugged = False
         self.port: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -369,6 +417,7 @@ class EmulatedBus:
         self._master, self._slave = master, slave
         self.port = os.ttyname(slave)
         self._stop.clear()
+        self._unplugged = False
         self._thread = threading.Thread(target=self._serve, name=f"emulated-bus-{self.name}", daemon=True)
         self._thread.start()
         return self.port
@@ -381,8 +430,11 @@ class EmulatedBus:
         self._close_fds()
 
     def unplug(self) -> None:
-        """Simulate pulling the USB cable: the port goes away under the host."""
-        self.stop()
+        """Simulate pulling the USB cable: the port goes away under the host. The servos keep
+        their power, so their Bus Watchdogs still run until :meth:`stop`."""
+        with self.lock:
+            self._unplugged = True
+            self._close_fds()
 
     def _close_fds(self) -> None:
         for fd in (self._master, self._slave):
@@ -431,16 +483,32 @@ class EmulatedBus:
 
     # ---- serving ---------------------------------------------------------------------------
 
+    def check_watchdogs(self) -> float:
+        """Fire every Bus Watchdog that is due; returns seconds until the next one could fire."""
+        now = time.monotonic()
+        wait = 0.05
+        with self.lock:
+            for s in self.servos:
+                s.check_watchdog(now)
+                deadline = s.watchdog_deadline
+                if deadline is not None:
+                    wait = min(wait, deadline - now)
+        return max(wait, 0.001)
+
     def _serve(self) -> None:
         buf = bytearray()
         master = self._master
         while not self._stop.is_set():
+            wait = self.check_watchdogs()
+            if self._unplugged:
+                self._stop.wait(wait)
+                continue
             try:
-                ready, _, _ = select.select([master], [], [], 0.05)
+                ready, _, _ = select.select([master], [], [], wait)
                 if not ready:
                     continue
                 chunk = os.read(master, 4096)
-            except OSError:
+            except (OSError, ValueError):
                 time.sleep(0.005)  # EIO while no host has the slave open
                 continue
             t_rx = time.monotonic()
@@ -451,6 +519,9 @@ class EmulatedBus:
                     self.packets_received += 1
                     self.instructions.append(pkt.instruction)
                     del self.instructions[:-64]
+                    if pkt.crc_ok:
+                        for s in self._listening(host_baud):
+                            s.heard(t_rx)
                     replies = self._handle(pkt, host_baud, t_rx)
                 self._send(replies, pkt.wire_length, host_baud, t_rx)
 
@@ -476,7 +547,7 @@ class EmulatedBus:
                     time.sleep(wait)
             try:
                 os.write(self._master, data)
-            except OSError:
+            except (OSError, TypeError):  # TypeError: unplugged meanwhile (no master fd)
                 return
             self.replies_sent += 1
             self._wire_free = t
