@@ -271,6 +271,13 @@ class Teleop:
         return True
 
     def _check_alerts(self) -> None:
+        for f in self.followers:
+            if f.tripped:
+                self.fault = TeleopFault(
+                    f"arm {f.name}: servo(s) {', '.join(map(str, f.tripped))} stopped on their bus watchdog: no "
+                    f"instruction reached them for {f.watchdog_ms:g} ms (the machine stalled?). Restart; if it "
+                    "repeats, raise [safety] watchdog_ms")
+                return
         for f in (*self.followers, *self.leaders):
             if f.bus is not None and f.bus.alerts:
                 sid = next(iter(f.bus.alerts))
@@ -373,6 +380,8 @@ class Teleop:
 
     def run(self, duration_s: float | None = None) -> dict:
         """Run until stop(), a fault, or ``duration_s``; returns the stats summary."""
+        for f in self.followers:  # from here the loop drives them: they stop on their own if it dies
+            f.arm_watchdog(self.safety.watchdog_ms)
         for a in (*self.leaders, *self.followers):
             a.go_hot()
         self.t0_ns = time.monotonic_ns()

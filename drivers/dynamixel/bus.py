@@ -172,9 +172,13 @@ class DynamixelBus:
         return sum(known.get(sid, FACTORY_RETURN_DELAY) for sid in ids) * 2e-3
 
     def learn_return_delays(self, ids: Iterable[int]) -> dict[int, int]:
-        """Read every servo's Return Delay Time once, so read timeouts can follow it."""
+        """Read every servo's Return Delay Time once, so read timeouts can follow it. Best effort:
+        a servo that does not answer keeps the factory assumption (whoever needs it says so)."""
         for sid in ids:
-            self.read(sid, "return_delay_time", alerts_ok=True)  # read() records it
+            try:
+                self.read(sid, "return_delay_time", alerts_ok=True)  # read() records it
+            except DynamixelError:
+                continue
         return dict(self.return_delays)
 
     def _retry(self, attempt, servo_id: int | None, reg: str | None):

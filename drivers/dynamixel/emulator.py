@@ -220,8 +220,10 @@ class EmulatedServo:
         return self.get("bus_watchdog") == _WATCHDOG_FIRED
 
     def heard(self, now: float) -> None:
-        """An instruction packet reached this servo: the watchdog's interval starts again."""
-        self.check_watchdog(now)  # a packet arriving after the deadline comes too late
+        """An instruction packet reached this servo: the watchdog's interval starts again.
+
+        The bus checks for a missed deadline only while no packet is waiting, so a packet that
+        sat in the pty while the emulator thread was descheduled still counts as on time."""
         self.last_instruction = now
 
     def check_watchdog(self, now: float) -> bool:
@@ -483,13 +485,14 @@ class EmulatedBus:
 
     # ---- serving ---------------------------------------------------------------------------
 
-    def check_watchdogs(self) -> float:
+    def check_watchdogs(self, fire: bool = True) -> float:
         """Fire every Bus Watchdog that is due; returns seconds until the next one could fire."""
         now = time.monotonic()
         wait = 0.05
         with self.lock:
             for s in self.servos:
-                s.check_watchdog(now)
+                if fire:
+                    s.check_watchdog(now)
                 deadline = s.watchdog_deadline
                 if deadline is not None:
                     wait = min(wait, deadline - now)
@@ -498,14 +501,17 @@ class EmulatedBus:
     def _serve(self) -> None:
         buf = bytearray()
         master = self._master
+        wait = 0.05
         while not self._stop.is_set():
-            wait = self.check_watchdogs()
             if self._unplugged:
-                self._stop.wait(wait)
+                self._stop.wait(self.check_watchdogs())
                 continue
             try:
                 ready, _, _ = select.select([master], [], [], wait)
                 if not ready:
+                    # Checked only when no packet is waiting: one that arrived while this thread
+                    # was descheduled reached the servo in time and must be heard first.
+                    wait = self.check_watchdogs()
                     continue
                 chunk = os.read(master, 4096)
             except (OSError, ValueError):
@@ -524,6 +530,7 @@ class EmulatedBus:
                             s.heard(t_rx)
                     replies = self._handle(pkt, host_baud, t_rx)
                 self._send(replies, pkt.wire_length, host_baud, t_rx)
+            wait = self.check_watchdogs(fire=False)  # a write may have armed one
 
     def _listening(self, host_baud: int | None) -> list[EmulatedServo]:
         # A servo decodes only bytes sent at its own baud; the rest is noise to it.
