@@ -515,7 +515,10 @@ class EmulatedBus:
                     continue
                 chunk = os.read(master, 4096)
             except (OSError, ValueError):
-                time.sleep(0.005)  # EIO while no host has the slave open
+                # EIO while no host has the slave open (it exited, or was killed): the servos
+                # hear nothing, so their watchdogs run on.
+                wait = self.check_watchdogs()
+                time.sleep(min(wait, 0.005))
                 continue
             t_rx = time.monotonic()
             buf += chunk

@@ -1,0 +1,83 @@
+"""A `rig teleop` killed outright (kill -9) leaves the followers stopped by their Bus Watchdog.
+
+The emulated servos live in this test's process, which outlives the killed `rig teleop`; the
+test reads when and where they stopped from the emulator's own state. How fast they stop is a
+figure for benchmarks/bench_watchdog.py; here the bound only catches "never stopped".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rigs import pair_buses, pair_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RAD = 4096 / (2 * math.pi)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+class WavingHand(threading.Thread):
+    """Moves the leader's waist back and forth, so the follower is moving when rig dies."""
+
+    def __init__(self, leader):
+        super().__init__(daemon=True)
+        self.leader, self.stop = leader, threading.Event()
+
+    def run(self):
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            q = 0.6 * math.sin(2 * math.pi * 0.5 * (time.monotonic() - t0))
+            with self.leader.lock:
+                self.leader.servo(1).set_present(2048 + q * RAD)
+            time.sleep(0.01)
+
+
+def test_kill_9_of_teleop_leaves_followers_stopped_by_their_watchdog(emulated, tmp_path):
+    leader, follower = pair_buses(emulated)
+    # 500 ms, not the 100 ms default: a loaded test machine can stall the loop longer than 100 ms
+    # (the loop then stops with "stopped on their bus watchdog"); the benchmark times 100 ms.
+    cfg = pair_config(tmp_path, leader, follower, watchdog_ms=500, engage_seconds=0.2)
+    hand = WavingHand(leader)
+    hand.start()
+    proc = subprocess.Popen([sys.executable, "-m", "rig", "teleop", "--config", cfg.source],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        servos = [follower.servo(i) for i in (1, 2, 3, 4, 5)]
+        armed = wait_for(lambda: all(s.get("bus_watchdog") == 25 and s.torque_enabled for s in servos), 30)
+        assert armed, proc.stdout.read() if proc.poll() is not None else "the watchdog was never armed"
+        time.sleep(1.0)  # the follower now tracks the waving leader
+        before = servos[0].physical_position
+        moved = wait_for(lambda: abs(servos[0].physical_position - before) > 5, 5)
+        assert moved, (proc.stdout.read() if proc.poll() is not None else "the follower never moved",
+                       [s.get("bus_watchdog") for s in servos], servos[0].get("goal_position"))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert wait_for(lambda: all(s.watchdog_fired for s in servos), 5), "the watchdog never fired"
+        for s in servos:
+            assert s.get("bus_watchdog") == -1  # 98 reads -1
+            assert s.torque_enabled  # stopped and holding, not dropped
+            assert s.watchdog_fired_at - s.last_instruction >= 0.5  # not before its interval
+        stopped = [s.physical_position for s in servos]
+        time.sleep(0.3)
+        assert [round(s.physical_position) for s in servos] == [round(x) for x in stopped]  # it stays put
+        assert servos[0].get("goal_position") == round(stopped[0])
+    finally:
+        hand.stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
