@@ -170,7 +170,7 @@ def load_config(name_or_path: str | Path | None = None) -> RigConfig:
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ConfigError(ref, "(file)", f"is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+            raise ConfigError(ref, "(file)", f"is not UTF-8 text (at byte offset {exc.start}); save it as UTF-8 TOML") from None
         except OSError as exc:
             raise ConfigError(ref, "(file)", f"cannot be read ({exc.strerror}); check its permissions") from None
         source = str(path)
@@ -370,7 +370,7 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
         cameras.append(_camera(_Reader(c, source, f"cameras[{i}].")))
     cam_names = [c.name for c in cameras]
     for i, c in enumerate(cameras):
-        if cam_names.count(c.name) > 1:
+        if c.name in cam_names[:i]:
             r.fail(f"cameras[{i}].name", f"two cameras are called {c.name!r}; names must be unique")
     s = r.table("safety")
     safety = SafetyConfig()
