@@ -137,8 +137,8 @@ class DynamixelBus:
         where = dict(port=self.port_name, servo_id=servo_id, register=reg)
         if self.port.lost:
             return PortLost("the port vanished (unplugged?). Reconnect the adapter and restart; "
-                            "followers without a bus hold their last goal or go limp per their watchdog",
-                            **where)
+                            "followers stop on their own once their bus watchdog runs out (if rig armed it), "
+                            "else they hold their last goal", **where)
         if result == COMM_RX_TIMEOUT:
             sid = "the servo" if servo_id is None else f"servo {servo_id}"
             return NoStatusPacket(
