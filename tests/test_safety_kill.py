@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from rigs import pair_buses, pair_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +82,22 @@ def test_kill_9_of_teleop_leaves_followers_stopped_by_their_watchdog(emulated, t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_unplugged_follower_adapter_stops_the_arm_on_its_watchdog(emulated, tmp_path):
+    from rig.session import RigSession
+    from rig.teleop import TeleopFault
+
+    leader, follower = pair_buses(emulated)
+    cfg = pair_config(tmp_path, leader, follower)  # watchdog_ms = 500 (tests/rigs.py)
+    with RigSession(cfg, ports={"leader": leader.port, "follower": follower.port}) as s:
+        s.start(10)
+        servos = [follower.servo(i) for i in (1, 2, 3, 4, 5)]
+        assert wait_for(lambda: all(sv.get("bus_watchdog") == 25 for sv in servos), 10)
+        follower.unplug()
+        with pytest.raises(TeleopFault, match="vanished"):
+            s.wait()
+    report = s.shutdown_report["follower"]
+    assert report.startswith("unreachable") and report.endswith("their bus watchdog stops them within 500 ms")
+    assert wait_for(lambda: all(sv.watchdog_fired for sv in servos), 5)
+    assert all(sv.torque_enabled and sv.get("bus_watchdog") == -1 for sv in servos)
