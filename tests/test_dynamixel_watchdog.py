@@ -32,19 +32,20 @@ def chain(emulated):
 
 def test_watchdog_stops_a_moving_servo_where_it_is_and_locks_its_goal(chain):
     emu, bus = chain
+    s = emu.servo(1)
+    s.external_motion = True  # the test moves the shaft, as a simulator would: no race with a motion model
     bus.set_torque([1, 2, 3], True)
     assert bus.set_watchdog([1, 2, 3], 100) == 5  # 5 x 20 ms
     assert [emu.servo(i).get("bus_watchdog") for i in (1, 2, 3)] == [5, 5, 5]
-    bus.write(1, "goal_position", 3500)  # a long move: it is still under way when the host goes quiet
-    t_last = emu.servo(1).last_instruction
-    assert wait_for(lambda: emu.servo(1).watchdog_fired)
-    s = emu.servo(1)
+    bus.write(1, "goal_position", 3500)  # a long move, still under way when the host goes quiet
+    t_last = s.last_instruction
+    with emu.lock:
+        s.set_present(2600.0, velocity=3000.0)
+    assert wait_for(lambda: s.watchdog_fired)
     assert s.watchdog_fired_at - t_last >= 0.1  # not before the interval
     assert s.torque_enabled  # it stops, holding, with torque on
-    stopped_at = s.get("goal_position")
-    assert 2048 < stopped_at < 3500  # where it was, not the goal it was heading for
-    time.sleep(0.2)
-    assert abs(bus.read(1, "present_position") - stopped_at) <= 2
+    assert s.get("goal_position") == 2600  # where it was, not the goal it was heading for
+    assert bus.read(1, "present_position") == 2600
     assert bus.read(1, "bus_watchdog") == -1
     assert bus.watchdog_fired([1, 2, 3]) == [1, 2, 3]
     # Goal writes are refused with an access error until 0 is written to 98.
@@ -136,8 +137,9 @@ def test_read_timeout_follows_the_factory_return_delay(emulated):
         reader = bus.reader(ids, "present_position")
         assert list(reader.read()[:, 0]) == [2048] * 9
         assert bus.port.reply_delay_ms == pytest.approx(4.5)  # unknown servos: the factory delay
-        assert bus.learn_return_delays(ids) == dict.fromkeys(ids, 250)
-        assert bus.reply_delay_ms([1]) == pytest.approx(0.5)
+        learned = bus.learn_return_delays(ids)  # best effort: a reply lost to a busy machine stays assumed
+        assert learned and set(learned.values()) == {250}
+        assert bus.reply_delay_ms(ids) == pytest.approx(4.5)
         bus.set_return_delay(ids, 0)
         assert [emu.servo(i).get("return_delay_time") for i in ids] == [0] * 9
         assert list(reader.read()[:, 0]) == [2048] * 9

@@ -93,7 +93,8 @@ def test_unplugged_follower_adapter_stops_the_arm_on_its_watchdog(emulated, tmp_
     with RigSession(cfg, ports={"leader": leader.port, "follower": follower.port}) as s:
         s.start(10)
         servos = [follower.servo(i) for i in (1, 2, 3, 4, 5)]
-        assert wait_for(lambda: all(sv.get("bus_watchdog") == 25 for sv in servos), 10)
+        assert wait_for(lambda: s.teleop.stats.ticks > 5, 10)  # the loop drives: the watchdog is armed
+        assert all(sv.get("bus_watchdog") == 25 for sv in servos)
         follower.unplug()
         with pytest.raises(TeleopFault, match="vanished"):
             s.wait()

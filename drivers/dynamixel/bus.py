@@ -320,14 +320,17 @@ class DynamixelBus:
 
     def set_watchdog(self, ids: Sequence[int], ms: float) -> int:
         """Arm each servo's Bus Watchdog: with torque on, a servo that hears no instruction for
-        ``ms`` (rounded up to 20 ms units) stops where it is. Confirmed by reading it back;
-        returns the units set. A watchdog that had fired is cleared first (it refuses otherwise)."""
+        ``ms`` (rounded up to 20 ms units) stops where it is. Two sync writes (0 first: a fired
+        watchdog refuses a new value) and one sync read to confirm; returns the units set."""
         units = self.watchdog_units(ms)
         ids = list(ids)
-        for sid in ids:
-            if self.read(sid, "bus_watchdog", alerts_ok=True) != 0:
-                self.write(sid, "bus_watchdog", 0)
-            self.write(sid, "bus_watchdog", units)
+        self.sync_write("bus_watchdog", dict.fromkeys(ids, 0))
+        self.sync_write("bus_watchdog", dict.fromkeys(ids, units))
+        got = self.sync_read(ids, "bus_watchdog")
+        bad = [sid for sid in ids if got[sid]["bus_watchdog"] != units]
+        if bad:
+            raise DynamixelError(f"servo(s) {', '.join(map(str, bad))} did not take a bus watchdog of {ms:g} ms; "
+                                 "check their firmware supports it (address 98)", port=self.port_name)
         return units
 
     def clear_watchdog(self, ids: Iterable[int]) -> list[int]:
