@@ -13,34 +13,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from rigs import pair_buses, pair_config  # noqa: E402  (the tests' two-arm rig)
+from rigs import WavingHand, pair_buses, pair_config  # noqa: E402  (the tests' two-arm rig)
 
 from drivers.dynamixel.emulator import EmulatedBus  # noqa: E402
-
-RAD = 4096 / (2 * math.pi)
+from rig.session import wait_until  # noqa: E402
 
 
 def wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
+    return wait_until(predicate, timeout, interval=0.002)
 
 
 def one_run(watchdog_ms: float) -> dict | None:
@@ -53,17 +45,8 @@ def one_run(watchdog_ms: float) -> dict | None:
         return bus
 
     leader, follower = pair_buses(emulated)
-    stop = threading.Event()
-
-    def wave():
-        t0 = time.monotonic()
-        while not stop.is_set():
-            q = 0.6 * math.sin(2 * math.pi * 0.5 * (time.monotonic() - t0))
-            with leader.lock:
-                leader.servo(1).set_present(2048 + q * RAD)
-            time.sleep(0.01)
-
-    threading.Thread(target=wave, daemon=True).start()
+    hand = WavingHand(leader)
+    hand.start()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = pair_config(Path(tmp), leader, follower, watchdog_ms=watchdog_ms, engage_seconds=0.2)
         proc = subprocess.Popen([sys.executable, "-m", "rig", "teleop", "--config", cfg.source],
@@ -84,7 +67,7 @@ def one_run(watchdog_ms: float) -> dict | None:
             fired = max(s.watchdog_fired_at for s in servos)
             return {"stopped": True, "kill_to_stop_s": fired - t_kill, "last_packet_to_stop_s": fired - last}
         finally:
-            stop.set()
+            hand.stop.set()
             if proc.poll() is None:
                 proc.kill()
             proc.wait()

@@ -11,15 +11,11 @@ from drivers.dynamixel import protocol as p
 from drivers.dynamixel.bus import DynamixelBus
 from drivers.dynamixel.emulator import ServoSpec, arm_specs
 from drivers.dynamixel.errors import DynamixelError, ServoError
+from rig.session import wait_until
 
 
 def wait_for(predicate, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
+    return wait_until(predicate, timeout, interval=0.005)
 
 
 @pytest.fixture

@@ -7,45 +7,19 @@ figure for benchmarks/bench_watchdog.py; here the bound only catches "never stop
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from rigs import pair_buses, pair_config
+from rigs import WavingHand, pair_buses, pair_config
+
+from rig.session import wait_until as wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-RAD = 4096 / (2 * math.pi)
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
-class WavingHand(threading.Thread):
-    """Moves the leader's waist back and forth, so the follower is moving when rig dies."""
-
-    def __init__(self, leader):
-        super().__init__(daemon=True)
-        self.leader, self.stop = leader, threading.Event()
-
-    def run(self):
-        t0 = time.monotonic()
-        while not self.stop.is_set():
-            q = 0.6 * math.sin(2 * math.pi * 0.5 * (time.monotonic() - t0))
-            with self.leader.lock:
-                self.leader.servo(1).set_present(2048 + q * RAD)
-            time.sleep(0.01)
 
 
 def test_kill_9_of_teleop_leaves_followers_stopped_by_their_watchdog(emulated, tmp_path):
