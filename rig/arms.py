@@ -147,8 +147,8 @@ class Arm:
     def reboot_faulted(self) -> list[str]:
         """Reboot every servo whose Hardware Error Status is set; returns what was done."""
         notes = []
-        for sid in self.read_ids:
-            bits = self.bus.hardware_error(sid)
+        errors = self._torque.read()[:, -1]  # one sync read: torque enable .. hardware error status
+        for sid, bits in zip(self.read_ids, map(int, errors), strict=True):
             if bits:
                 self.bus.reboot(sid)
                 what = ", ".join(decode_hardware_error(bits)) or f"bits {bits:#04x}"
@@ -195,7 +195,7 @@ class Follower(Arm):
         bus.set_torque(self.read_ids, False)
         bus.read(self.read_ids[0], "led")  # a reply proves the reply-less writes were processed
         self.notes = self.reboot_faulted()
-        bus.clear_watchdog(self.read_ids)
+        bus.sync_write("bus_watchdog", dict.fromkeys(self.read_ids, 0))  # one left fired would refuse goals
         cfg = self.cfg
         for j in cfg.joints:
             for sid in (j.id, j.shadow_id):

@@ -9,9 +9,8 @@ from rig.cli import main
 
 def test_doctor_advises_fix_and_fix_sets_return_delay_zero_on_the_chain(emulated, capsys):
     emu = emulated(arm_specs(["xm430-w350"] * 3, return_delay=250))  # factory 500 µs, assembled
-    with DynamixelBus(emu.port) as bus:
-        bus.set_torque([1], True)  # one servo holding: EEPROM writes need torque off
-        bus.read(1, "led")
+    with DynamixelBus(emu.port, retries=5) as bus:
+        bus.write(1, "torque_enable", 1)  # one servo holding: EEPROM writes need torque off
     assert main(["doctor", emu.port]) == 1
     out = capsys.readouterr().out
     assert (f"{emu.port}, servo 2: return delay time is 500 µs per reply; set it to 0 with "

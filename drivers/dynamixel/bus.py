@@ -174,11 +174,16 @@ class DynamixelBus:
     def learn_return_delays(self, ids: Iterable[int]) -> dict[int, int]:
         """Read every servo's Return Delay Time once, so read timeouts can follow it. Best effort:
         a servo that does not answer keeps the factory assumption (whoever needs it says so)."""
-        for sid in ids:
-            try:
-                self.read(sid, "return_delay_time", alerts_ok=True)  # read() records it
-            except DynamixelError:
-                continue
+        ids = list(ids)
+        try:
+            got = self.sync_read(ids, "return_delay_time")  # one transaction for the chain
+            self.return_delays.update({sid: row["return_delay_time"] for sid, row in got.items()})
+        except DynamixelError:
+            for sid in ids:  # someone is missing: learn the others one by one
+                try:
+                    self.read(sid, "return_delay_time", alerts_ok=True)  # read() records it
+                except DynamixelError:
+                    continue
         return dict(self.return_delays)
 
     def _retry(self, attempt, servo_id: int | None, reg: str | None):

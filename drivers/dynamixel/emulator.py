@@ -10,6 +10,11 @@ Positions: a servo keeps a *physical* shaft angle in ticks. What it reports is
 ``sign * physical + homing_offset`` (sign -1 when Drive Mode bit 0 is set), as X-series do.
 A simulator that owns the physics sets ``external_motion`` and feeds the physical state through
 :meth:`EmulatedServo.set_present`, reading the physical goal from :attr:`goal_position`.
+
+Bus Watchdog (98): with torque on and 98 = 1..127, a servo that hears no valid instruction packet
+(any ID, at its baud) for 98 x 20 ms stops where it is (Goal Position := present), keeps torque,
+reads 98 as -1 and answers goal writes with an access error until 0 is written to 98. It runs on
+after the host closes the port or :meth:`EmulatedBus.unplug`, as powered servos do.
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def inspect_port(port: str, baud: int, *, probe_ids: Iterable[int] = range(0, 25
         rep.servos = bus.broadcast_ping()
         garbled_ids = find_duplicate_ids(bus, probe_ids)
         rep.duplicate_ids = garbled_ids
-        bus.retries = 2  # the probe above was quick; what follows must not fail on one lost reply
+        bus.retries = 4  # the probe above was quick; what follows must not fail on a lost reply
         for sid in garbled_ids:
             rep.problems.append(f"{port}: two or more servos share ID {sid}; connect them one at a time and "
                                 f"give each its own ID with `rig setup-motors {port}`")
