@@ -16,7 +16,7 @@ import numpy as np
 from calibration.arm import ArmCalibration, CalibrationError
 from drivers.dynamixel.bus import DynamixelBus
 from drivers.dynamixel.control_table import OPERATING_MODES, STATE_BLOCK, model_by_name, velocity_to_rad_s
-from drivers.dynamixel.errors import DynamixelError, decode_hardware_error
+from drivers.dynamixel.errors import CorruptReply, DynamixelError, NoStatusPacket, decode_hardware_error
 from rig.config import ArmConfig
 
 
@@ -216,7 +216,10 @@ class Follower(Arm):
         """The loop starts driving: each servo stops on its own if no instruction comes for
         ``ms`` ([safety] watchdog_ms): a killed process, an unplugged adapter. 0: not armed."""
         if ms:
-            self.bus.set_watchdog(self.read_ids, ms)
+            try:
+                self.bus.set_watchdog(self.read_ids, ms)
+            except (NoStatusPacket, CorruptReply):
+                pass  # the writes went out; a servo that does not answer is the loop's missed-read fault
             self.watchdog_ms, self.watchdog_armed = ms, True
 
     def command(self, target: np.ndarray) -> None:

@@ -18,7 +18,7 @@ FOLLOWER_GRIPPER = (3020, 1643)
 def pair_toml(leader_port: str, follower_port: str, **safety) -> str:
     # Emulators share the test process and 2 busy cores: ride out scheduling stalls unless a test
     # is about faults (those set missed_reads_to_stop themselves).
-    safety = {"engage_seconds": 0.5, "missed_reads_to_stop": 25, "watchdog_ms": 500, **safety}
+    safety = {"engage_seconds": 0.5, "missed_reads_to_stop": 25, "watchdog_ms": 2000, **safety}
     safety_lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in safety.items())
     return textwrap.dedent("""\
         name = "test-pair"

@@ -24,16 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_kill_9_of_teleop_leaves_followers_stopped_by_their_watchdog(emulated, tmp_path):
     leader, follower = pair_buses(emulated)
-    # 500 ms, not the 100 ms default: a loaded test machine can stall the loop longer than 100 ms
+    # 1 s, not the 100 ms default: a loaded test machine can stall the loop longer than 100 ms
     # (the loop then stops with "stopped on their bus watchdog"); the benchmark times 100 ms.
-    cfg = pair_config(tmp_path, leader, follower, watchdog_ms=500, engage_seconds=0.2)
+    cfg = pair_config(tmp_path, leader, follower, watchdog_ms=1000, engage_seconds=0.2)
     hand = WavingHand(leader)
     hand.start()
     proc = subprocess.Popen([sys.executable, "-m", "rig", "teleop", "--config", cfg.source],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         servos = [follower.servo(i) for i in (1, 2, 3, 4, 5)]
-        armed = wait_for(lambda: all(s.get("bus_watchdog") == 25 and s.torque_enabled for s in servos), 30)
+        armed = wait_for(lambda: all(s.get("bus_watchdog") == 50 and s.torque_enabled for s in servos), 30)
         assert armed, proc.stdout.read() if proc.poll() is not None else "the watchdog was never armed"
         time.sleep(1.0)  # the follower now tracks the waving leader
         before = servos[0].physical_position
@@ -42,11 +42,11 @@ def test_kill_9_of_teleop_leaves_followers_stopped_by_their_watchdog(emulated, t
                        [s.get("bus_watchdog") for s in servos], servos[0].get("goal_position"))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        assert wait_for(lambda: all(s.watchdog_fired for s in servos), 5), "the watchdog never fired"
+        assert wait_for(lambda: all(s.watchdog_fired for s in servos), 10), "the watchdog never fired"
         for s in servos:
             assert s.get("bus_watchdog") == -1  # 98 reads -1
             assert s.torque_enabled  # stopped and holding, not dropped
-            assert s.watchdog_fired_at - s.last_instruction >= 0.5  # not before its interval
+            assert s.watchdog_fired_at - s.last_instruction >= 1.0  # not before its interval
         stopped = [s.physical_position for s in servos]
         time.sleep(0.3)
         assert [round(s.physical_position) for s in servos] == [round(x) for x in stopped]  # it stays put
@@ -63,16 +63,16 @@ def test_unplugged_follower_adapter_stops_the_arm_on_its_watchdog(emulated, tmp_
     from rig.teleop import TeleopFault
 
     leader, follower = pair_buses(emulated)
-    cfg = pair_config(tmp_path, leader, follower)  # watchdog_ms = 500 (tests/rigs.py)
+    cfg = pair_config(tmp_path, leader, follower)  # watchdog_ms = 2000 (tests/rigs.py)
     with RigSession(cfg, ports={"leader": leader.port, "follower": follower.port}) as s:
         s.start(10)
         servos = [follower.servo(i) for i in (1, 2, 3, 4, 5)]
         assert wait_for(lambda: s.teleop.stats.ticks > 5, 10)  # the loop drives: the watchdog is armed
-        assert all(sv.get("bus_watchdog") == 25 for sv in servos)
+        assert all(sv.get("bus_watchdog") == 100 for sv in servos)
         follower.unplug()
         with pytest.raises(TeleopFault, match="vanished"):
             s.wait()
     report = s.shutdown_report["follower"]
-    assert report.startswith("unreachable") and report.endswith("their bus watchdog stops them within 500 ms")
-    assert wait_for(lambda: all(sv.watchdog_fired for sv in servos), 5)
+    assert report.startswith("unreachable") and report.endswith("their bus watchdog stops them within 2000 ms")
+    assert wait_for(lambda: all(sv.watchdog_fired for sv in servos), 10)
     assert all(sv.torque_enabled and sv.get("bus_watchdog") == -1 for sv in servos)

@@ -263,7 +263,13 @@ class DynamixelBus:
         self.alerts.pop(servo_id, None)
 
     def hardware_error(self, servo_id: int) -> int:
-        return self.read(servo_id, "hardware_error_status", alerts_ok=True)
+        """Hardware Error Status. Read on a fault path, so with a few tries even from a hot loop:
+        the message must name the error, not "unknown"."""
+        retries, self.retries = self.retries, max(self.retries, 2)
+        try:
+            return self.read(servo_id, "hardware_error_status", alerts_ok=True)
+        finally:
+            self.retries = retries
 
     # ---- group instructions --------------------------------------------------------------------
 
