@@ -228,8 +228,9 @@ def check_value(v, typ, fail, *, choices=None, positive=False, lo=None, hi=None,
     if float in types and isinstance(v, int) and not isinstance(v, bool):
         v, ok = float(v), True
     if not ok:
-        label = "/".join({"str": "string", "dict": "table", "list": "list"}.get(t.__name__, t.__name__) for t in types)
-        fail(f"must be a {label}, got {_show(v)}")
+        label = "/".join({"str": "string", "dict": "table", "int": "integer", "bool": "boolean (true or false)"}
+                         .get(t.__name__, t.__name__) for t in types)
+        fail(f"must be {'an' if label[0] in 'aeiou' else 'a'} {label}, got {_show(v)}")
     if isinstance(v, float) and not math.isfinite(v):
         fail(f"must be a finite number, got {v!r}")
     if choices is not None and v not in choices:

@@ -78,7 +78,7 @@ def test_the_valid_base_loads_with_the_default_watchdog(tmp_path):
     ('engage_seconds = 1.0', 'watchdog_ms = 10000', "safety.watchdog_ms: must be between 0 and 2540, got 10000.0"),
     ('name = "leader"', 'name = "../leader"', "arms[0].name: '../leader' is not a safe name"),
     ('name = "top"', 'name = "a/b"', "cameras[0].name: 'a/b' is not a safe name"),
-    ('kind = "synthetic"', 'kind = "synthetic"\nwidth = "wide"', "cameras[0].width: must be a int, got 'wide'"),
+    ('kind = "synthetic"', 'kind = "synthetic"\nwidth = "wide"', "cameras[0].width: must be an integer, got 'wide'"),
     ('kind = "synthetic"', 'kind = "synthetic"\nfps = nan', "cameras[0].fps: must be a finite number, got nan"),
     ('kind = "synthetic"', 'kind = "webcam"', "cameras[0].kind: 'webcam' is not one of opencv, realsense, sim, synthetic"),
     ('[[arms]]\nname = "leader"', '[[cameras]]\nname = "top"\nkind = "sim"\n\n[[arms]]\nname = "leader"',
@@ -105,7 +105,7 @@ def test_wrong_typed_lists_are_one_line(tmp_path):
                         '[arms.calibration]\nzero = ["a"]\nsign = [1]')
     assert "arms[0].calibration.zero[0]: must be a float, got 'a'" in error_of(write(tmp_path, text))
     text = text.replace('zero = ["a"]', 'zero = [2048]').replace("sign = [1]", "sign = [0.5]")
-    assert "arms[0].calibration.sign[0]: must be a int, got 0.5" in error_of(write(tmp_path, text))
+    assert "arms[0].calibration.sign[0]: must be an integer, got 0.5" in error_of(write(tmp_path, text))
 
 
 def test_a_file_that_is_not_utf8_or_not_a_file(tmp_path):
