@@ -76,3 +76,26 @@ def test_unplugged_follower_adapter_stops_the_arm_on_its_watchdog(emulated, tmp_
     assert report.startswith("unreachable") and report.endswith("their bus watchdog stops them within 2000 ms")
     assert wait_for(lambda: all(sv.watchdog_fired for sv in servos), 10)
     assert all(sv.torque_enabled and sv.get("bus_watchdog") == -1 for sv in servos)
+
+
+def test_a_fault_on_the_command_line_says_which_servo_did_not_confirm_torque_off(emulated, tmp_path):
+    leader, follower = pair_buses(emulated)
+    cfg = pair_config(tmp_path, leader, follower, missed_reads_to_stop=5)
+    proc = subprocess.Popen([sys.executable, "-m", "rig", "teleop", "--config", cfg.source],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert wait_for(lambda: follower.servo(1).get("bus_watchdog") == 100, 30), "the loop never started"
+        time.sleep(0.5)
+        follower.drop_replies(100_000, servo_id=4)  # servo 4 goes deaf on the way back: no reply ever again
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "arm follower: 5 reads in a row failed" in lines[0]
+    assert lines[0].endswith("[follower: servo 4 did not confirm torque off (4 of 5 confirmed); its bus watchdog "
+                             "stops it within 2000 ms; switch the arm's power off]"), lines[0]
+    assert not any(follower.servo(i).torque_enabled for i in (1, 2, 3, 5))  # the others confirmed

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rig.config import load_config
-from rig.session import RigSession
+from rig.session import RigSession, TeleopFault
 
 
 def register(sub) -> None:
@@ -43,6 +43,7 @@ def run(args) -> int:
     print(f"rig teleop: {config.name} at {config.rate_hz:g} Hz; engaging over {config.safety.engage_seconds:g} s "
           "(Ctrl-C to stop)", flush=True)
     summary = None
+    session = None
     try:
         with RigSession(config, cameras=args.cameras) as session:
             for warning in session.warnings:
@@ -55,6 +56,9 @@ def run(args) -> int:
             print()
         for arm, state in session.shutdown_report.items():
             print(f"{arm}: {state}")
+    except TeleopFault as fault:  # say what the shutdown actually did, servo by servo
+        report = "; ".join(f"{arm}: {state}" for arm, state in (session.shutdown_report if session else {}).items())
+        raise TeleopFault(f"{fault} [{report}]" if report else str(fault)) from None
     finally:
         if args.stats_json and summary is not None:
             args.stats_json.write_text(json.dumps(summary, indent=2))
