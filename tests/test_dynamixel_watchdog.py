@@ -155,3 +155,19 @@ def test_set_return_delay_on_an_assembled_chain_with_torque_on(emulated):
         assert emu.servo(1).torque_enabled and not emu.servo(2).torque_enabled  # as they were
     finally:
         bus.close()
+
+
+def test_plugged_back_in_the_fired_watchdog_is_still_there_until_cleared(chain):
+    emu, bus = chain
+    bus.set_torque([1], True)
+    bus.set_watchdog([1], 40)
+    emu.unplug()
+    assert wait_for(lambda: emu.servo(1).watchdog_fired)
+    port = emu.start()  # the same powered servos on a new adapter: their RAM is as it was
+    with DynamixelBus(port) as again:
+        assert again.watchdog_fired([1, 2, 3]) == [1]
+        with pytest.raises(ServoError):
+            again.write(1, "goal_position", 3000)
+        assert again.set_watchdog([1], 100) == 5  # clears first, then arms
+        again.write(1, "goal_position", 3000)
+        assert again.clear_watchdog([1]) == []

@@ -419,6 +419,8 @@ class EmulatedBus:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> str:
+        if self._thread is not None:  # plugged back in after unplug(): one serving thread only
+            self.stop()
         master, slave = os.openpty()
         tty.setraw(slave)
         self._master, self._slave = master, slave
