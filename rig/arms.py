@@ -19,7 +19,13 @@ import numpy as np
 from calibration.arm import ArmCalibration, CalibrationError
 from drivers.dynamixel.bus import DynamixelBus
 from drivers.dynamixel.control_table import OPERATING_MODES, STATE_BLOCK, model_by_name, velocity_to_rad_s
-from drivers.dynamixel.errors import DynamixelError, HardwareAlert, decode_hardware_error
+from drivers.dynamixel.errors import (
+    CorruptReply,
+    DynamixelError,
+    HardwareAlert,
+    NoStatusPacket,
+    decode_hardware_error,
+)
 from drivers.errors import RigError
 from rig.config import ArmConfig
 
@@ -170,9 +176,11 @@ class DynamixelArm(Arm):
         models = [model_by_name(j.model) for j in (*cfg.joints, *([cfg.gripper] if cfg.gripper else []))]
         self._current_unit = np.array([m.current_unit_ma or 0.1 for m in models])
         self._reader = None
+        self.notes: list[str] = []  # what setup did that a person should know (e.g. a reboot)
 
     def open(self) -> DynamixelArm:
         self.bus.open()
+        self.bus.learn_return_delays(self.read_ids)  # read timeouts follow each servo's return delay
         self._reader = self.bus.reader(self.read_ids, *STATE_BLOCK[::2])
         self._torque = self.bus.reader(self.read_ids, "torque_enable", "hardware_error_status")
         self._thermal = self.bus.reader(self.read_ids, "present_input_voltage", "present_temperature")
@@ -199,7 +207,7 @@ class DynamixelArm(Arm):
         h.t_ns = time.monotonic_ns()
         return h
 
-    def alert(self) -> HardwareAlert | None:
+    def alert(self) -> RigError | None:
         """A servo whose status packet carried the alert bit: its decoded hardware error."""
         alerts = self.bus.alerts
         if not alerts:
@@ -238,6 +246,17 @@ class DynamixelArm(Arm):
     def torque_off(self) -> None:
         self.bus.set_torque(self.read_ids, False)
 
+    def reboot_faulted(self) -> list[str]:
+        """Reboot every servo whose Hardware Error Status is set; returns what was done."""
+        notes = []
+        errors = self._torque.read()[:, -1]  # one sync read: torque enable .. hardware error status
+        for sid, bits in zip(self.read_ids, map(int, errors), strict=True):
+            if bits:
+                self.bus.reboot(sid)
+                what = ", ".join(decode_hardware_error(bits)) or f"bits {bits:#04x}"
+                notes.append(f"arm {self.name}: servo {sid} was in hardware error ({what}); rebooted it")
+        return notes
+
 
 class Follower(DynamixelArm):
     def __init__(self, cfg: ArmConfig, port: str, **kw):
@@ -250,17 +269,44 @@ class Follower(DynamixelArm):
             lo.append(0.0)
             hi.append(1.0)
         self.lower, self.upper = np.array(lo), np.array(hi)
+        self.watchdog_ms = 0.0  # as armed by the loop; 0: not armed
+        self.watchdog_armed = False
+        self.tripped: list[int] = []  # servos the health poll found stopped by their watchdog
 
     def open(self) -> Follower:
         super().open()
         self._writer = self.bus.writer(self.value_ids, "goal_position")
+        self._watchdog = self.bus.reader(self.read_ids, "bus_watchdog")
         return self
 
+    def read_health(self) -> ArmHealth:
+        h = super().read_health()
+        if self.watchdog_armed:
+            with contextlib.suppress(DynamixelError):
+                fired = self._watchdog.read()[:, 0]
+                self.tripped = [sid for sid, v in zip(self.read_ids, fired, strict=True) if v == -1]
+        return h
+
+    def alert(self) -> RigError | None:
+        """A servo's hardware error, or servos the health poll found stopped by their bus watchdog."""
+        if self.tripped:
+            return RigError(
+                f"servo(s) {', '.join(map(str, self.tripped))} stopped on their bus watchdog: no instruction "
+                f"reached them for {self.watchdog_ms:g} ms (the machine stalled?). Restart; if it repeats, raise "
+                "[safety] watchdog_ms")
+        return super().alert()
+
     def prepare(self) -> None:
-        """Torque off, operating modes, then torque on holding the present pose."""
+        """Torque off, operating modes, then torque on holding the present pose.
+
+        A servo left in hardware error (a reconnect after a fault) is rebooted here, and said so
+        in ``notes``; a Bus Watchdog left fired by a killed process is cleared (it would refuse
+        every goal)."""
         bus = self.bus
         bus.set_torque(self.read_ids, False)
         bus.read(self.read_ids[0], "led")  # a reply proves the reply-less writes were processed
+        self.notes = self.reboot_faulted()
+        bus.sync_write("bus_watchdog", dict.fromkeys(self.read_ids, 0))  # one left fired would refuse goals
         cfg = self.cfg
         for j in cfg.joints:
             for sid in (j.id, j.shadow_id):
@@ -277,6 +323,16 @@ class Follower(DynamixelArm):
                 bus.write(g.id, "current_limit", cfg.gripper_current_limit)
         bus.set_torque(self.read_ids, True)
 
+    def arm_watchdog(self, ms: float) -> None:
+        """The loop starts driving: each servo stops on its own if no instruction comes for
+        ``ms`` ([safety] watchdog_ms): a killed process, an unplugged adapter. 0: not armed."""
+        if ms:
+            try:
+                self.bus.set_watchdog(self.read_ids, ms)
+            except (NoStatusPacket, CorruptReply):
+                pass  # the writes went out; a servo that does not answer is the loop's missed-read fault
+            self.watchdog_ms, self.watchdog_armed = ms, True
+
     def command(self, target: np.ndarray) -> None:
         """Send targets (rig units) as goal positions to every joint and the gripper."""
         nj = self.n_joints
@@ -288,25 +344,44 @@ class Follower(DynamixelArm):
         self._writer.write(self.goal_ticks.astype(np.int64))
 
     def make_safe(self, hold: bool) -> str:
-        """Stop where it is; torque off unless holding. Never raises: the bus may be gone."""
+        """Stop where it is; torque off (confirmed servo by servo) unless holding. Never raises:
+        the bus may be gone. Returns what actually happened, for the operator."""
+        bus, ids = self.bus, self.read_ids
         try:
             self.read()
             self.command(self.q)  # freeze at the present pose before letting go
-            if not hold:
-                self.bus.set_torque(self.read_ids, False)
-                with contextlib.suppress(DynamixelError):
-                    self.bus.read(self.read_ids[0], "led")  # confirm the broadcast went out
-            return "holding" if hold else "torque off"
         except DynamixelError as exc:
-            with contextlib.suppress(Exception):
-                self.bus.torque_off_everywhere()
-            return f"unreachable ({exc})"
+            if bus.port.lost or not bus.is_open:
+                with contextlib.suppress(Exception):
+                    bus.torque_off_everywhere()
+                after = (f"; their bus watchdog stops them within {self.watchdog_ms:g} ms"
+                         if self.watchdog_armed else "")
+                return f"unreachable ({exc}){after}"
+        if hold:
+            failed = bus.clear_watchdog(ids)  # holding after rig exits is what was asked for
+            self.watchdog_armed = bool(failed)
+            if failed:
+                return (f"holding; servo(s) {', '.join(map(str, failed))} did not confirm the watchdog cleared: "
+                        "they stop on their own")
+            return "holding"
+        failed = bus.torque_off_confirmed(ids)
+        if not failed:
+            bus.clear_watchdog(ids)  # torque is off: leave 98 at 0 for the next start
+            self.watchdog_armed = False
+            return f"stopped; torque off confirmed on {len(ids)} of {len(ids)}"
+        with contextlib.suppress(Exception):
+            bus.torque_off_everywhere()  # one more try on every servo at once
+        after = f"; its bus watchdog stops it within {self.watchdog_ms:g} ms" if self.watchdog_armed else ""
+        names = ", ".join(map(str, failed))
+        return (f"servo {names} did not confirm torque off ({len(ids) - len(failed)} of {len(ids)} confirmed)"
+                f"{after}; switch the arm's power off")
 
 
 class Leader(DynamixelArm):
     def prepare(self) -> None:
         """Leaders are moved by hand: torque off so they are limp."""
         self.bus.set_torque(self.read_ids, False)
+        self.notes = self.reboot_faulted()
 
 
 class HandheldLeader(Arm):

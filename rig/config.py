@@ -7,6 +7,8 @@ the fix, and is raised as one :class:`ConfigError`.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,6 +25,9 @@ DEFAULT_DATASET = Path("data/rig.zarr")
 ROLES = ("leader", "follower")
 SIDES = ("left", "right", "center")
 ON_EXIT = ("torque_off", "hold")
+# Arm, camera and gripper names become file names and array keys: letters, digits, _ - . only.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+WATCHDOG_MS = (20, 2540)  # what a servo's Bus Watchdog can count (1-127 units of 20 ms)
 
 
 class ConfigError(RigError):
@@ -113,6 +118,7 @@ class SafetyConfig:
     on_exit: str = "torque_off"
     max_leader_jump_rad: float = 1.0  # a leader reading jumping further in one tick is a glitch
     takeover_rad: float = 0.15  # a leader moved this far (rad; gripper: normalized) takes over from a policy; 0: never
+    watchdog_ms: float = 100.0  # followers stop on their own when no instruction comes this long; 0 = off
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,15 @@ def load_config(name_or_path: str | Path | None = None) -> RigConfig:
         if not path.exists():
             raise ConfigError(ref, "(file)", "no such file; give a path to a .toml file or one of the built-in "
                               f"configs: {', '.join(builtin_names())}")
-        text, source = path.read_text(), str(path)
+        if not path.is_file():
+            raise ConfigError(ref, "(file)", "is a directory, not a file; give the path of a .toml file in it")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(ref, "(file)", f"is not UTF-8 text (at byte offset {exc.start}); save it as UTF-8 TOML") from None
+        except OSError as exc:
+            raise ConfigError(ref, "(file)", f"cannot be read ({exc.strerror}); check its permissions") from None
+        source = str(path)
     else:
         res = resources.files("rig.configs") / f"{ref}.toml"
         if not res.is_file():
@@ -196,23 +210,15 @@ class _Reader:
     def fail(self, k: str, problem: str):
         raise ConfigError(self.source, self.key(k), problem)
 
-    def get(self, k: str, typ, default=..., *, choices=None, positive=False):
+    def get(self, k: str, typ, default=..., *, choices=None, positive=False, lo=None, hi=None, name=False):
+        """The value of ``k`` checked for type (bool is never a number, numbers are finite),
+        ``choices``, ``positive``, the range ``lo``..``hi`` and, with ``name``, a safe name."""
         if k not in self.t:
             if default is ...:
                 self.fail(k, f"missing; add `{k} = ...` to this table")
             return default
-        v = self.t[k]
-        ok = isinstance(v, typ) and not (typ in (int, float) and isinstance(v, bool))
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            v, ok = float(v), True
-        if not ok:
-            name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-            self.fail(k, f"must be a {name}, got {v!r}")
-        if choices is not None and v not in choices:
-            self.fail(k, f"{v!r} is not one of {', '.join(map(str, choices))}")
-        if positive and v <= 0:
-            self.fail(k, f"must be > 0, got {v!r}")
-        return v
+        return check_value(self.t[k], typ, lambda problem: self.fail(k, problem), choices=choices,
+                           positive=positive, lo=lo, hi=hi, name=name)
 
     def table(self, k: str, default=None) -> _Reader | None:
         v = self.get(k, dict, default)
@@ -224,6 +230,36 @@ class _Reader:
                 self.fail(k, f"unknown key; valid keys here: {', '.join(sorted(allowed))}")
 
 
+def check_value(v, typ, fail, *, choices=None, positive=False, lo=None, hi=None, name=False):
+    types = typ if isinstance(typ, tuple) else (typ,)
+    numeric = any(t in (int, float) for t in types)
+    ok = isinstance(v, types) and not (numeric and isinstance(v, bool))
+    if float in types and isinstance(v, int) and not isinstance(v, bool):
+        v, ok = float(v), True
+    if not ok:
+        label = "/".join({"str": "string", "dict": "table", "int": "integer", "bool": "boolean (true or false)"}
+                         .get(t.__name__, t.__name__) for t in types)
+        fail(f"must be {'an' if label[0] in 'aeiou' else 'a'} {label}, got {_show(v)}")
+    if isinstance(v, float) and not math.isfinite(v):
+        fail(f"must be a finite number, got {v!r}")
+    if choices is not None and v not in choices:
+        fail(f"{_show(v)} is not one of {', '.join(map(str, choices))}")
+    if positive and v <= 0:
+        fail(f"must be > 0, got {v!r}")
+    if lo is not None and v < lo or hi is not None and v > hi:
+        fail(f"must be between {lo} and {hi}, got {v!r}")
+    if name and not SAFE_NAME.fullmatch(v):
+        fail(f"{_show(v)} is not a safe name: use 1-64 letters, digits, '_', '-' or '.', starting with a "
+             "letter or digit (it becomes a file name)")
+    return v
+
+
+def _show(v) -> str:
+    """A value for a one-line message: short, and no control characters."""
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _joint(r: _Reader) -> JointSpec:
     r.unknown({"name", "id", "model", "shadow_id", "lower", "upper", "gripper"})
     model = r.get("model", str)
@@ -232,10 +268,13 @@ def _joint(r: _Reader) -> JointSpec:
     sid = r.get("id", int)
     if not 0 <= sid <= 252:
         r.fail("id", f"servo IDs are 0-252, got {sid}")
+    shadow = r.get("shadow_id", int, None)
+    if shadow is not None and not 0 <= shadow <= 252:
+        r.fail("shadow_id", f"servo IDs are 0-252, got {shadow}")
     lower, upper = r.get("lower", float, None), r.get("upper", float, None)
     if lower is not None and upper is not None and lower >= upper:
         r.fail("lower", f"lower ({lower}) must be below upper ({upper})")
-    return JointSpec(r.get("name", str), sid, model.lower(), r.get("shadow_id", int, None), lower, upper)
+    return JointSpec(r.get("name", str), sid, model.lower(), shadow, lower, upper)
 
 
 def _calibration(r: _Reader, n_joints: int, has_gripper: bool) -> ArmCalibration:
@@ -245,10 +284,15 @@ def _calibration(r: _Reader, n_joints: int, has_gripper: bool) -> ArmCalibration
     for k, v in (("zero", zero), ("sign", sign)):
         if len(v) != n_joints:
             r.fail(k, f"has {len(v)} values but the arm has {n_joints} joints (gripper excluded)")
+    for i, z in enumerate(zero):
+        check_value(z, float, lambda problem, i=i: r.fail(f"zero[{i}]", problem), lo=-(2**31), hi=2**31 - 1)
+    for i, g in enumerate(sign):
+        check_value(g, int, lambda problem, i=i: r.fail(f"sign[{i}]", problem), choices=(1, -1))
     gripper = None
     if has_gripper:
+        ticks = dict(lo=-(2**31), hi=2**31 - 1)
         try:
-            gripper = GripperCalibration(r.get("gripper_open", (int, float)), r.get("gripper_closed", (int, float)))
+            gripper = GripperCalibration(r.get("gripper_open", float, **ticks), r.get("gripper_closed", float, **ticks))
         except CalibrationError as exc:
             r.fail("gripper_open", str(exc))
     try:
@@ -261,7 +305,7 @@ def _calibration(r: _Reader, n_joints: int, has_gripper: bool) -> ArmCalibration
 def _arm(r: _Reader) -> ArmConfig:
     r.unknown({"name", "role", "side", "port", "baud", "joints", "leader", "calibration", "allow_uncalibrated",
                "gripper_current_limit", "device"})
-    name = r.get("name", str)
+    name = r.get("name", str, name=True)
     device = r.get("device", str, "dynamixel", choices=("dynamixel", "handheld"))
     if device == "handheld":
         if r.get("role", str, choices=ROLES) != "leader":
@@ -300,7 +344,7 @@ def _arm(r: _Reader) -> ArmConfig:
         port=r.get("port", str), baud=baud, joints=tuple(joints), gripper=gripper,
         leader=r.get("leader", str, None), calibration=cal,
         allow_uncalibrated=r.get("allow_uncalibrated", bool, False),
-        gripper_current_limit=r.get("gripper_current_limit", int, None),
+        gripper_current_limit=r.get("gripper_current_limit", int, None, lo=1, hi=32767),
     )
 
 
@@ -331,9 +375,13 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
                        f"{leader!r} has {lead.n_values}; they must match joint for joint")
     cameras = []
     for i, c in enumerate(r.get("cameras", list, [])):
-        cr = _Reader(c, source, f"cameras[{i}].")
-        opts = {k: v for k, v in c.items() if k not in ("name", "kind")}
-        cameras.append(CameraConfig(cr.get("name", str), cr.get("kind", str), opts))
+        if not isinstance(c, dict):
+            r.fail(f"cameras[{i}]", "each camera is a [[cameras]] table")
+        cameras.append(_camera(_Reader(c, source, f"cameras[{i}].")))
+    cam_names = [c.name for c in cameras]
+    for i, c in enumerate(cameras):
+        if c.name in cam_names[:i]:
+            r.fail(f"cameras[{i}].name", f"two cameras are called {c.name!r}; names must be unique")
     s = r.table("safety")
     safety = SafetyConfig()
     if s is not None:
@@ -341,25 +389,30 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
         safety = SafetyConfig(
             max_step_rad=s.get("max_step_rad", float, safety.max_step_rad, positive=True),
             max_gripper_step=s.get("max_gripper_step", float, safety.max_gripper_step, positive=True),
-            engage_seconds=s.get("engage_seconds", float, safety.engage_seconds),
-            missed_reads_to_stop=s.get("missed_reads_to_stop", int, safety.missed_reads_to_stop, positive=True),
+            engage_seconds=s.get("engage_seconds", float, safety.engage_seconds, lo=0, hi=60),
+            missed_reads_to_stop=s.get("missed_reads_to_stop", int, safety.missed_reads_to_stop, lo=1, hi=10_000),
             on_exit=s.get("on_exit", str, safety.on_exit, choices=ON_EXIT),
             max_leader_jump_rad=s.get("max_leader_jump_rad", float, safety.max_leader_jump_rad, positive=True),
-            takeover_rad=s.get("takeover_rad", float, safety.takeover_rad),
+            takeover_rad=s.get("takeover_rad", float, safety.takeover_rad, lo=0, hi=10),
+            watchdog_ms=s.get("watchdog_ms", float, safety.watchdog_ms, lo=0, hi=WATCHDOG_MS[1]),
         )
+        if 0 < safety.watchdog_ms < WATCHDOG_MS[0]:
+            s.fail("watchdog_ms", f"a servo's bus watchdog counts in 20 ms units: use {WATCHDOG_MS[0]}-"
+                   f"{WATCHDOG_MS[1]} ms, or 0 to leave it off")
     loop = _loop(r.table("loop"))
     sim = None
     st = r.table("sim")
     if st is not None:
         st.unknown(set(SimConfig.__dataclass_fields__))
-        sim = SimConfig(task=st.get("task", str, "transfer_cube"), seed=st.get("seed", int, 0),
+        sim = SimConfig(task=st.get("task", str, "transfer_cube", choices=_sim_tasks()),
+                        seed=st.get("seed", int, 0, lo=0, hi=2**32 - 1),
                         wire_timing=st.get("wire_timing", bool, True), operator=st.get("operator", bool, True))
     elif any(a.is_sim for a in arms):
         r.fail("sim", "arms use sim: ports but there is no [sim] table; add `[sim]` (task, seed)")
     if any(a.is_handheld for a in arms) and gripper is None:
         r.fail("gripper", "an arm has device = \"handheld\" but there is no [gripper] table; add one with its port")
     return RigConfig(name=r.get("name", str, Path(source.split(" ")[0]).stem), source=source,
-                     rate_hz=r.get("rate_hz", float, 50.0, positive=True), arms=tuple(arms),
+                     rate_hz=r.get("rate_hz", float, 50.0, positive=True, hi=1000.0), arms=tuple(arms),
                      cameras=tuple(cameras), safety=safety, sim=sim, raw=raw, gripper=gripper, loop=loop)
 
 
@@ -375,12 +428,45 @@ def _loop(r: _Reader | None) -> LoopConfig:
         r.fail("realtime", str(exc))
 
 
+def _sim_tasks() -> tuple[str, ...]:
+    from rig.sim.scene import TASKS  # only for configs with a [sim] table
+    return TASKS
+
+
+def _camera(r: _Reader) -> CameraConfig:
+    """A [[cameras]] table: the keys and value types the camera factory takes."""
+    import dataclasses
+
+    from drivers.cameras.factory import KINDS, CameraSpec
+
+    fields = {f.name: f for f in dataclasses.fields(CameraSpec)}
+    r.unknown(set(fields))
+    name = r.get("name", str, name=True)
+    kind = r.get("kind", str, choices=KINDS)
+    checks = {"width": dict(typ=int, lo=1, hi=16384), "height": dict(typ=int, lo=1, hi=16384),
+              "fps": dict(typ=float, positive=True, hi=1000.0), "delay_s": dict(typ=float, lo=0, hi=10.0),
+              "freeze_periods": dict(typ=int, lo=1, hi=100_000), "device": dict(typ=(str, int)),
+              "serial": dict(typ=str), "fourcc": dict(typ=str), "ring": dict(typ=str), "depth": dict(typ=bool),
+              "jpeg": dict(typ=bool), "options": dict(typ=dict)}
+    opts = {}
+    for k in r.t:
+        if k in ("name", "kind"):
+            continue
+        check = dict(checks.get(k, {"typ": object}))
+        opts[k] = r.get(k, check.pop("typ"), **check)
+    if "fourcc" in opts and len(opts["fourcc"]) != 4:
+        r.fail("fourcc", f"{opts['fourcc']!r} is not a four-character code like \"MJPG\"")
+    return CameraConfig(name, kind, opts)
+
+
 def _gripper(r: _Reader) -> GripperConfig:
     r.unknown({"name", "port", "rate_hz", "record_button", "standin_args"})
-    rate = r.get("rate_hz", int, 200, positive=True)
+    rate = r.get("rate_hz", int, 200, positive=True, hi=10_000)
     button = r.get("record_button", int, 0)
     if not -1 <= button <= 7:
         r.fail("record_button", f"{button} is not a button: use 0-7, or -1 for the trigger")
     args = r.get("standin_args", list, [])
-    return GripperConfig(port=r.get("port", str), name=r.get("name", str, "gripper"), rate_hz=rate,
+    for i, a in enumerate(args):
+        check_value(a, str, lambda problem, i=i: r.fail(f"standin_args[{i}]", problem))
+    return GripperConfig(port=r.get("port", str), name=r.get("name", str, "gripper", name=True), rate_hz=rate,
                          record_button=button, standin_args=tuple(str(a) for a in args))

@@ -511,6 +511,8 @@ class ControlLoop:
 
     def run(self, duration_s: float | None = None, until: threading.Event | None = None) -> dict:
         """Run until stop(), a fault, ``until`` is set, or ``duration_s``; returns the stats summary."""
+        for f in self.followers:  # from here the loop drives them: they stop on their own if it dies
+            f.arm_watchdog(self.safety.watchdog_ms)
         for a in (*self.leaders, *self.followers):
             a.go_hot()
         sched = realtime.request(self.config.loop.realtime)

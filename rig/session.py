@@ -98,6 +98,8 @@ class RigSession:
             if self.followers:  # a handheld-only rig records without a control loop
                 self.teleop = ControlLoop(self.config, self.leaders, self.followers, self.sink)
                 self.teleop.prepare()
+                for a in (*self.leaders, *self.followers):  # e.g. a servo rebooted out of hardware error
+                    self.warnings += getattr(a, "notes", [])
         except BaseException:
             self.close()
             raise

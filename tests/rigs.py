@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 from drivers.dynamixel.emulator import EmulatedBus, ServoSpec
@@ -15,7 +18,7 @@ FOLLOWER_GRIPPER = (3020, 1643)
 def pair_toml(leader_port: str, follower_port: str, **safety) -> str:
     # Emulators share the test process and 2 busy cores: ride out scheduling stalls unless a test
     # is about faults (those set missed_reads_to_stop themselves).
-    safety = {"engage_seconds": 0.5, "missed_reads_to_stop": 25, **safety}
+    safety = {"engage_seconds": 0.5, "missed_reads_to_stop": 25, "watchdog_ms": 2000, **safety}
     safety_lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in safety.items())
     return textwrap.dedent("""\
         name = "test-pair"
@@ -83,3 +86,20 @@ def pose_leader(leader: EmulatedBus, joints_ticks: list[float], gripper_ticks: f
     leader.servo(3).set_present(joints_ticks[1])
     if gripper_ticks is not None:
         leader.servo(5).set_present(gripper_ticks)
+
+
+class WavingHand(threading.Thread):
+    """Moves the leader's waist back and forth (0.6 rad, 0.5 Hz) until ``stop`` is set, so the
+    follower is moving whenever something happens to rig."""
+
+    def __init__(self, leader: EmulatedBus):
+        super().__init__(daemon=True)
+        self.leader, self.stop = leader, threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            q = 0.6 * math.sin(2 * math.pi * 0.5 * (time.monotonic() - t0))
+            with self.leader.lock:
+                self.leader.servo(1).set_present(2048 + q * 4096 / (2 * math.pi))
+            time.sleep(0.01)

@@ -109,7 +109,7 @@ def test_torque_off_then_operating_mode_and_return_delay(arm):
     bus.write(1, "return_delay_time", 5)
     assert bus.health_warnings([1, 2]) == [
         f"{emu.port}, servo 1: return delay time is 10 µs per reply; set it to 0 "
-        f"(`rig setup-motors {emu.port}` does, or write register 9 = 0 with torque off)"]
+        f"with `rig doctor --fix {emu.port}` (every servo on the chain)"]
 
 
 def test_reg_write_action_and_bulk_read_through_the_sdk(arm):

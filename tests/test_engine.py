@@ -48,7 +48,7 @@ def test_a_take_through_the_engine_lands_on_disk_and_quit_releases_the_follower(
     assert c.dataset.info(0).stream_counts["joints"] > 30  # the app's own reader sees the take
     assert c.keep() is True and c.keep() is None  # nothing under review any more: refused
     report = c.close()
-    assert report == {"follower": "torque off"} and torque(follower) == [0] * 5
+    assert report == {"follower": "stopped; torque off confirmed on 5 of 5"} and torque(follower) == [0] * 5
     assert c.state == State.CLOSED and c.process.exitcode == 0
     with pytest.raises(EngineError, match="closed"):
         c.drill("unplug", "follower")
@@ -70,6 +70,6 @@ def test_when_the_engine_is_killed_the_app_stops_the_followers_itself(pair_engin
     while c.state != State.FAULT and time.monotonic() < end:
         time.sleep(0.1)
     assert c.state == State.FAULT
-    assert "exited unexpectedly" in c.message and "follower torque off" in c.message, c.message
+    assert "exited unexpectedly" in c.message and "follower stopped; torque off confirmed on 5 of 5" in c.message, c.message
     assert torque(follower) == [0] * 5
     assert c.toggle() is None  # keys do nothing now; the app stays up to say what happened

@@ -137,3 +137,61 @@ def test_corrupted_stream_yields_only_samples_that_were_sent(seed, flips, cuts):
         assert m.fields == sent[m.fields["seq"]]
     if not flips and not cuts:
         assert len(got) == 40
+
+
+# ---- length and version before the CRC is trusted; one maximum payload with the C core ------------
+
+def _crc_valid_frame(payload: bytes) -> bytes:
+    """Any payload framed with a correct CRC: what garbage that happens to pass CRC looks like."""
+    return cobs.encode(payload + p.crc(payload).to_bytes(2, "little")) + b"\x00"
+
+
+def test_python_and_the_c_core_agree_on_the_maximum_payload():
+    header = (Path(__file__).resolve().parents[1] / "firmware" / "core" / "protocol.h").read_text()
+    c_max = int(next(line.split()[2].rstrip("u") for line in header.splitlines()
+                     if line.startswith("#define GP_MAX_PAYLOAD")))
+    assert p.MAX_PAYLOAD == c_max == 48
+    dec = p.FrameDecoder()
+    assert dec.feed(_crc_valid_frame(bytes([1, 0x82]) + bytes(47))) == []  # 49 bytes: the C core drops it
+    assert dec.framing_errors == 1
+    with pytest.raises(ValueError, match="exceeds the 48-byte limit"):
+        p.frame(bytes(49))
+
+
+def test_a_foreign_version_does_not_skip_the_length_check():
+    dec = p.FrameDecoder()
+    sample = p.encode_payload(p.MsgType.SAMPLE, **_sample_fields(random.Random(1), 7))
+    assert dec.feed(_crc_valid_frame(bytes([9]) + sample[1:10])) == []  # v9 SAMPLE of the wrong length
+    hello = bytearray(p.encode_payload(p.MsgType.HELLO, **{n: 0 for n in p.LAYOUTS[p.MsgType.HELLO][0]}
+                                       | {"proto": 1}))
+    hello[0] = 3  # its version byte says v3, its own head says v1: garbage
+    assert dec.feed(_crc_valid_frame(bytes(hello))) == []
+    assert dec.bad_payloads == 2
+    foreign = dec.feed(_crc_valid_frame(bytes([2]) + sample[1:]))  # right length, other version
+    assert [(m.type, m.version, m.fields) for m in foreign] == [(p.MsgType.SAMPLE, 2, {})]
+
+
+def _acceptable(m: p.Message, payload: bytes) -> bool:
+    size = 2 + p._STRUCTS[m.type].size
+    if len(payload) > p.MAX_PAYLOAD:
+        return False
+    if m.version == p.PROTOCOL_VERSION:
+        return len(payload) == size and payload[0] == m.version
+    if m.type is p.MsgType.HELLO:
+        return payload[5] == m.version and m.fields["proto"] == m.version
+    return len(payload) == size
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.binary(min_size=0, max_size=60), min_size=1, max_size=8), st.integers(0, 255))
+def test_crc_valid_garbage_becomes_a_message_only_with_the_right_length_and_version(payloads, junk):
+    """The fuzz that found garbage turned into Messages: every frame here has a correct CRC, so
+    only the length and version checks stand between it and the driver."""
+    dec = p.FrameDecoder()
+    stream = bytes([junk]) + b"".join(_crc_valid_frame(pl) for pl in payloads)
+    msgs = []
+    for i in range(0, len(stream), 17):  # split reads
+        msgs += dec.feed(stream[i:i + 17])
+    accepted = [pl for pl in payloads if len(pl) >= 2 and pl[1] in p.MsgType._value2member_map_]
+    for m in msgs:
+        assert any(pl[1] == m.type and _acceptable(m, pl) for pl in accepted), m

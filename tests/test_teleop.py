@@ -133,7 +133,7 @@ def test_too_many_missed_reads_stop_safely(emulated, tmp_path):
             s.wait()
         follower.drop_replies(0)
         follower._drop.clear()
-    assert s.shutdown_report["follower"] == "torque off"
+    assert s.shutdown_report["follower"] == "stopped; torque off confirmed on 5 of 5"
     assert not any(follower.servo(i).torque_enabled for i in (1, 2, 3, 4, 5))
 
 
@@ -191,7 +191,7 @@ def test_ctrl_c_on_the_command_line_leaves_torque_off(emulated, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
-    assert "follower: torque off" in out
+    assert "follower: stopped; torque off confirmed on 5 of 5" in out
     assert not any(follower.servo(i).torque_enabled for i in (1, 2, 3, 4, 5))
     import json
     summary = json.loads(stats.read_text())

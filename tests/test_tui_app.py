@@ -44,7 +44,8 @@ def assert_followers_released(report: dict[str, str]) -> None:
     to every servo on that bus without a reply, which is still a release, never a hold."""
     assert set(report) == {"left_follower", "right_follower"}, report
     for name, outcome in report.items():
-        assert outcome == "torque off" or outcome.startswith("unreachable ("), (name, outcome)
+        assert outcome == "stopped; torque off confirmed on 9 of 9" or outcome.startswith("unreachable ("), \
+            (name, outcome)
 
 
 def make_app(tmp_path, **kw) -> tuple[CollectorApp, CollectorProcess]:
@@ -169,7 +170,7 @@ async def _bus_fault(tmp_path):
             assert "check the arm's power and cable" in text
             report = c.shutdown_report
             assert_followers_released(report)
-            assert report["left_follower"] == "torque off"  # the follower still on its bus let go
+            assert report["left_follower"] == "stopped; torque off confirmed on 9 of 9"  # still on its bus: let go
             info = Dataset(tmp_path / "takes.zarr").info(0)
             assert info.status == "recovered" and "fault" in (info.note or ""), Dataset(tmp_path / "takes.zarr").episode(0).attrs
             assert info.stream_counts["joints"] > 5  # saved up to the fault
@@ -318,7 +319,7 @@ if __name__ == "__main__":
     assert info.status == "complete" and info.note == "the session ended during this take"
     assert info.duration_s > 1.0
     log = (tmp_path / "engine.log").read_text()
-    assert "rig engine closed: followers" in log and "left_follower': 'torque off'" in log, log
+    assert "rig engine closed: followers" in log and "left_follower': 'stopped; torque off confirmed on 9 of 9'" in log, log
 
 
 def _alive(pid: int) -> bool:

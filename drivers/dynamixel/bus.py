@@ -48,6 +48,9 @@ from drivers.dynamixel.port import BlockingPortHandler, latency_timer_advice, re
 
 _STATUS_ERROR = 8  # index of the ERR byte in a status packet
 _STATUS_ID = 4
+FACTORY_RETURN_DELAY = 250  # Return Delay Time register units (x2 µs): what an unknown servo may have
+WATCHDOG_UNIT_MS = 20  # Bus Watchdog register unit
+WATCHDOG_MAX_UNITS = 127
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,9 @@ class DynamixelBus:
         self.warnings: list[str] = []
         self.alerts: dict[int, int] = {}  # servo id -> ERR byte seen with the alert bit
         self.retry_count = 0
+        # Return Delay Time (register units) per servo, as read or written; a servo not in here is
+        # waited for as if it had the factory 500 µs, so a fresh chain never times out.
+        self.return_delays: dict[int, int] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -132,8 +138,8 @@ class DynamixelBus:
         where: dict[str, Any] = dict(port=self.port_name, servo_id=servo_id, register=reg)
         if self.port.lost:
             return PortLost("the port vanished (unplugged?). Reconnect the adapter and restart; "
-                            "followers without a bus hold their last goal or go limp per their watchdog",
-                            **where)
+                            "followers stop on their own once their bus watchdog runs out (if rig armed it), "
+                            "else they hold their last goal", **where)
         if result == COMM_RX_TIMEOUT:
             sid = "the servo" if servo_id is None else f"servo {servo_id}"
             return NoStatusPacket(
@@ -161,9 +167,30 @@ class DynamixelBus:
         data, result, _ = self.ph.readTxRx(self.port, servo_id, r.address, 1)
         return data[0] if result == COMM_SUCCESS and data else 0
 
+    def reply_delay_ms(self, ids: Iterable[int]) -> float:
+        """What the replies of ``ids`` spend in their servos' Return Delay Time, in ms."""
+        known = self.return_delays
+        return sum(known.get(sid, FACTORY_RETURN_DELAY) for sid in ids) * 2e-3
+
+    def learn_return_delays(self, ids: Iterable[int]) -> dict[int, int]:
+        """Read every servo's Return Delay Time once, so read timeouts can follow it. Best effort:
+        a servo that does not answer keeps the factory assumption (whoever needs it says so)."""
+        ids = list(ids)
+        try:
+            got = self.sync_read(ids, "return_delay_time")  # one transaction for the chain
+            self.return_delays.update({sid: row["return_delay_time"] for sid, row in got.items()})
+        except DynamixelError:
+            for sid in ids:  # someone is missing: learn the others one by one
+                try:
+                    self.read(sid, "return_delay_time", alerts_ok=True)  # read() records it
+                except DynamixelError:
+                    continue
+        return dict(self.return_delays)
+
     def _retry(self, attempt, servo_id: int | None, reg: str | None):
         """Run ``attempt() -> (result, payload)`` until success or retries are spent."""
         result = COMM_RX_TIMEOUT
+        self.port.reply_delay_ms = self.reply_delay_ms([] if servo_id is None else [servo_id])
         for i in range(self.retries + 1):
             if self.port.lost:
                 break
@@ -209,6 +236,8 @@ class DynamixelBus:
         data, error = self._retry(attempt, servo_id, name)
         self._check_status(error, servo_id, name, alerts_ok=alerts_ok)
         raw = int.from_bytes(bytes(data), "little")
+        if name == "return_delay_time":
+            self.return_delays[servo_id] = raw
         return to_signed(raw, reg.size) if reg.signed else raw
 
     def write(self, servo_id: int, name: str, value: int, *, alerts_ok: bool = True) -> None:
@@ -222,6 +251,8 @@ class DynamixelBus:
             result, error = self.ph.writeTxRx(self.port, servo_id, reg.address, reg.size, data)
             return result, error
         error = self._retry(attempt, servo_id, name)
+        if name == "return_delay_time":  # applies from this write's own reply on
+            self.return_delays[servo_id] = int(value)
         self._check_status(error, servo_id, name, alerts_ok=alerts_ok)
 
     def reboot(self, servo_id: int) -> None:
@@ -233,7 +264,13 @@ class DynamixelBus:
         self.alerts.pop(servo_id, None)
 
     def hardware_error(self, servo_id: int) -> int:
-        return self.read(servo_id, "hardware_error_status", alerts_ok=True)
+        """Hardware Error Status. Read on a fault path, so with a few tries even from a hot loop:
+        the message must name the error, not "unknown"."""
+        retries, self.retries = self.retries, max(self.retries, 2)
+        try:
+            return self.read(servo_id, "hardware_error_status", alerts_ok=True)
+        finally:
+            self.retries = retries
 
     # ---- group instructions --------------------------------------------------------------------
 
@@ -261,6 +298,67 @@ class DynamixelBus:
         r = register("torque_enable")
         self.ph.write1ByteTxOnly(self.port, p.BROADCAST_ID, r.address, 0)
 
+    def torque_off_confirmed(self, ids: Iterable[int], tries: int = 3) -> list[int]:
+        """Torque off servo by servo, each confirmed by reading Torque Enable back; every servo is
+        retried up to ``tries`` times. Returns the IDs that did not confirm (empty: all off)."""
+        failed = []
+        for sid in ids:
+            off = False
+            for _ in range(tries):
+                if self.port.lost:
+                    break
+                try:
+                    self.write(sid, "torque_enable", 0)
+                    off = self.read(sid, "torque_enable", alerts_ok=True) == 0
+                except DynamixelError:
+                    continue
+                if off:
+                    break
+            if not off:
+                failed.append(sid)
+        return failed
+
+    # ---- Bus Watchdog (address 98) --------------------------------------------------------------
+
+    @staticmethod
+    def watchdog_units(ms: float) -> int:
+        """Milliseconds -> Bus Watchdog units (20 ms each), rounded up; 1..127 (20 ms..2.54 s)."""
+        units = -(-int(round(ms)) // WATCHDOG_UNIT_MS)
+        if not 1 <= units <= WATCHDOG_MAX_UNITS:
+            raise DynamixelError(
+                f"a bus watchdog of {ms:g} ms is outside what servos support "
+                f"({WATCHDOG_UNIT_MS}-{WATCHDOG_UNIT_MS * WATCHDOG_MAX_UNITS} ms)", port="(config)")
+        return units
+
+    def set_watchdog(self, ids: Sequence[int], ms: float) -> int:
+        """Arm each servo's Bus Watchdog: with torque on, a servo that hears no instruction for
+        ``ms`` (rounded up to 20 ms units) stops where it is. Two sync writes (0 first: a fired
+        watchdog refuses a new value) and one sync read to confirm; returns the units set."""
+        units = self.watchdog_units(ms)
+        ids = list(ids)
+        self.sync_write("bus_watchdog", dict.fromkeys(ids, 0))
+        self.sync_write("bus_watchdog", dict.fromkeys(ids, units))
+        got = self.sync_read(ids, "bus_watchdog")
+        bad = [sid for sid in ids if got[sid]["bus_watchdog"] != units]
+        if bad:
+            raise DynamixelError(f"servo(s) {', '.join(map(str, bad))} did not take a bus watchdog of {ms:g} ms; "
+                                 "check their firmware supports it (address 98)", port=self.port_name)
+        return units
+
+    def clear_watchdog(self, ids: Iterable[int]) -> list[int]:
+        """Bus Watchdog off (0, which also clears a fired one); returns IDs that did not confirm."""
+        failed = []
+        for sid in ids:
+            try:
+                self.write(sid, "bus_watchdog", 0)
+            except DynamixelError:
+                failed.append(sid)
+        return failed
+
+    def watchdog_fired(self, ids: Iterable[int]) -> list[int]:
+        """IDs whose Bus Watchdog has fired (98 reads -1): their goals are locked until cleared."""
+        return [sid for sid in ids if self.read(sid, "bus_watchdog", alerts_ok=True) == -1]
+
     def set_operating_mode(self, ids: Iterable[int], mode: int | str) -> None:
         code = OPERATING_MODES[mode] if isinstance(mode, str) else mode
         if code not in OPERATING_MODE_NAMES:
@@ -270,8 +368,15 @@ class DynamixelBus:
             self.write(sid, "operating_mode", code)
 
     def set_return_delay(self, ids: Iterable[int], value: int = 0) -> None:
+        """Return Delay Time (x2 µs) on each servo. EEPROM: torque goes off first, and comes back
+        on afterwards on the servos that had it."""
         for sid in ids:
+            torque = self.read(sid, "torque_enable", alerts_ok=True)
+            if torque:
+                self.write(sid, "torque_enable", 0)
             self.write(sid, "return_delay_time", value)
+            if torque:
+                self.write(sid, "torque_enable", 1)
 
     def health_warnings(self, ids: Iterable[int]) -> list[str]:
         """Configuration that slows the bus down: return delay above 0."""
@@ -281,7 +386,7 @@ class DynamixelBus:
 
 def return_delay_advice(port: str, servo_id: int, value: int) -> str:
     return (f"{port}, servo {servo_id}: return delay time is {value * 2} µs per reply; set it to 0 "
-            f"(`rig setup-motors {port}` does, or write register 9 = 0 with torque off)")
+            f"with `rig doctor --fix {port}` (every servo on the chain)")
 
 
 class SyncReader:
@@ -308,6 +413,7 @@ class SyncReader:
     def read(self) -> np.ndarray:
         bus = self.bus
         result, bad_id = COMM_RX_TIMEOUT, None
+        bus.port.reply_delay_ms = bus.reply_delay_ms(self.ids)  # N replies, each after its delay
         for i in range(bus.retries + 1):
             if bus.port.lost:
                 break

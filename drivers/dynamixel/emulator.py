@@ -10,6 +10,11 @@ Positions: a servo keeps a *physical* shaft angle in ticks. What it reports is
 ``sign * physical + homing_offset`` (sign -1 when Drive Mode bit 0 is set), as X-series do.
 A simulator that owns the physics sets ``external_motion`` and feeds the physical state through
 :meth:`EmulatedServo.set_present`, reading the physical goal from :attr:`goal_position`.
+
+Bus Watchdog (98): with torque on and 98 = 1..127, a servo that hears no valid instruction packet
+(any ID, at its baud) for 98 x 20 ms stops where it is (Goal Position := present), keeps torque,
+reads 98 as -1 and answers goal writes with an access error until 0 is written to 98. It runs on
+after the host closes the port or :meth:`EmulatedBus.unplug`, as powered servos do.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ _EXTENDED_LIMIT = 1_048_575
 _HOMING_LIMIT = 1_044_479
 _MOTION_TAU_S = 0.04  # first-order time constant of the built-in motion model
 _SHUTDOWN_DEFAULT = 0b0011_0100  # overheating, electrical shock, overload
+_WATCHDOG_UNIT_S = 0.02  # Bus Watchdog register unit
+_WATCHDOG_FIRED = -1  # what Bus Watchdog reads after it fired
+_GOAL_REGISTERS = {"goal_pwm", "goal_current", "goal_velocity", "goal_position"}
 
 
 @dataclass
@@ -81,6 +89,8 @@ class EmulatedServo:
         self._velocity = 0.0  # ticks/s
         self._current = 0.0  # raw current units
         self._last_motion = time.monotonic()
+        self.last_instruction = time.monotonic()  # when this servo last heard an instruction packet
+        self.watchdog_fired_at: float | None = None  # monotonic time the Bus Watchdog stopped it
         self._power_on(keep_id=False, keep_baud=False)
 
     # ---- memory ---------------------------------------------------------------------------
@@ -200,6 +210,40 @@ class EmulatedServo:
         if bits & self.mem[63]:
             self.mem[64] = 0
 
+    # ---- Bus Watchdog ------------------------------------------------------------------------
+
+    @property
+    def watchdog_deadline(self) -> float | None:
+        """When the Bus Watchdog fires if no instruction arrives first; None while it cannot."""
+        units = self.get("bus_watchdog")
+        if units <= 0 or not self.torque_enabled:
+            return None
+        return self.last_instruction + units * _WATCHDOG_UNIT_S
+
+    @property
+    def watchdog_fired(self) -> bool:
+        return self.get("bus_watchdog") == _WATCHDOG_FIRED
+
+    def heard(self, now: float) -> None:
+        """An instruction packet reached this servo: the watchdog's interval starts again.
+
+        The bus checks for a missed deadline only while no packet is waiting, so a packet that
+        sat in the pty while the emulator thread was descheduled still counts as on time."""
+        self.last_instruction = now
+
+    def check_watchdog(self, now: float) -> bool:
+        """Fire the watchdog if its interval has passed: stop where it is, torque stays on, 98
+        reads -1 and goal writes are refused until 0 is written to 98. True if it fired now."""
+        deadline = self.watchdog_deadline
+        if deadline is None or now < deadline:
+            return False
+        self._step_motion(now)
+        self._refresh_present()
+        self.set("goal_position", self.get("present_position"))
+        self.set("bus_watchdog", _WATCHDOG_FIRED)
+        self.watchdog_fired_at = now
+        return True
+
     def _step_motion(self, now: float) -> None:
         dt = now - self._last_motion
         self._last_motion = now
@@ -272,6 +316,13 @@ class EmulatedServo:
             return p.ERR_ACCESS  # EEPROM is locked while torque is on
         if reg.name == "current_limit" and not self.model.has_current_limit:
             return p.ERR_ACCESS
+        if reg.name in _GOAL_REGISTERS and self.watchdog_fired:
+            return p.ERR_ACCESS  # a fired Bus Watchdog locks the goals until 98 is cleared
+        if reg.name == "bus_watchdog":
+            if not 0 <= value <= 127:
+                return p.ERR_DATA_RANGE
+            if value and self.watchdog_fired:
+                return p.ERR_ACCESS  # clear it (write 0) before arming it again
         ranges = {
             "id": (0, p.MAX_ID),
             "return_delay_time": (0, 254),
@@ -314,6 +365,8 @@ class EmulatedServo:
                 self._refresh_present()
                 # Enabling torque holds the present position instead of jumping to a stale goal.
                 self.set("goal_position", self.get("present_position"))
+        if reg.name == "bus_watchdog" and value == 0:
+            self.watchdog_fired_at = None
         if reg.name in ("id", "baud_rate"):
             # A new ID or baud applies once this instruction's status packet is on its way.
             self._pending[reg.name] = value
@@ -332,6 +385,7 @@ class EmulatedServo:
         self.mem[:EEPROM_END] = eeprom
         self._refresh_present()
         self.set("goal_position", self.get("present_position"))
+        self.watchdog_fired_at = None
 
     def factory_reset(self, option: int) -> None:
         keep_id = option in (0x01, 0x02)
@@ -359,16 +413,20 @@ class EmulatedBus:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wire_free = 0.0  # when the half-duplex line is next idle (monotonic s)
+        self._unplugged = False
         self.port: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> str:
+        if self._thread is not None:  # plugged back in after unplug(): one serving thread only
+            self.stop()
         master, slave = os.openpty()
         tty.setraw(slave)
         self._master, self._slave = master, slave
         self.port = os.ttyname(slave)
         self._stop.clear()
+        self._unplugged = False
         self._thread = threading.Thread(target=self._serve, name=f"emulated-bus-{self.name}", daemon=True)
         self._thread.start()
         return self.port
@@ -381,8 +439,11 @@ class EmulatedBus:
         self._close_fds()
 
     def unplug(self) -> None:
-        """Simulate pulling the USB cable: the port goes away under the host."""
-        self.stop()
+        """Simulate pulling the USB cable: the port goes away under the host. The servos keep
+        their power, so their Bus Watchdogs still run until :meth:`stop`."""
+        with self.lock:
+            self._unplugged = True
+            self._close_fds()
 
     def _close_fds(self) -> None:
         for fd in (self._master, self._slave):
@@ -431,18 +492,41 @@ class EmulatedBus:
 
     # ---- serving ---------------------------------------------------------------------------
 
+    def check_watchdogs(self, fire: bool = True) -> float:
+        """Fire every Bus Watchdog that is due; returns seconds until the next one could fire."""
+        now = time.monotonic()
+        wait = 0.05
+        with self.lock:
+            for s in self.servos:
+                if fire:
+                    s.check_watchdog(now)
+                deadline = s.watchdog_deadline
+                if deadline is not None:
+                    wait = min(wait, deadline - now)
+        return max(wait, 0.001)
+
     def _serve(self) -> None:
         buf = bytearray()
         master = self._master
         assert master is not None  # opened by start()
+        wait = 0.05
         while not self._stop.is_set():
+            if self._unplugged:
+                self._stop.wait(self.check_watchdogs())
+                continue
             try:
-                ready, _, _ = select.select([master], [], [], 0.05)
+                ready, _, _ = select.select([master], [], [], wait)
                 if not ready:
+                    # Checked only when no packet is waiting: one that arrived while this thread
+                    # was descheduled reached the servo in time and must be heard first.
+                    wait = self.check_watchdogs()
                     continue
                 chunk = os.read(master, 4096)
-            except OSError:
-                time.sleep(0.005)  # EIO while no host has the slave open
+            except (OSError, ValueError):
+                # EIO while no host has the slave open (it exited, or was killed): the servos
+                # hear nothing, so their watchdogs run on.
+                wait = self.check_watchdogs()
+                time.sleep(min(wait, 0.005))
                 continue
             t_rx = time.monotonic()
             buf += chunk
@@ -452,8 +536,12 @@ class EmulatedBus:
                     self.packets_received += 1
                     self.instructions.append(pkt.instruction)
                     del self.instructions[:-64]
+                    if pkt.crc_ok:
+                        for s in self._listening(host_baud):
+                            s.heard(t_rx)
                     replies = self._handle(pkt, host_baud, t_rx)
                 self._send(replies, pkt.wire_length, host_baud, t_rx)
+            wait = self.check_watchdogs(fire=False)  # a write may have armed one
 
     def _listening(self, host_baud: int | None) -> list[EmulatedServo]:
         # A servo decodes only bytes sent at its own baud; the rest is noise to it.
@@ -477,7 +565,7 @@ class EmulatedBus:
                     time.sleep(wait)
             try:
                 os.write(self._master, data)  # type: ignore[arg-type]  # None only after stop()
-            except OSError:
+            except (OSError, TypeError):  # TypeError: unplugged meanwhile (no master fd)
                 return
             self.replies_sent += 1
             self._wire_free = t

@@ -66,8 +66,8 @@ class HardwareAlert(DynamixelError):
         advice = "; ".join(HARDWARE_ERROR_ADVICE[b] for b in HARDWARE_ERROR_BITS if bits & (1 << b))
         what = ", ".join(self.names) or "unknown hardware error"
         super().__init__(
-            f"hardware error: {what}. {advice}. Then clear it with a reboot (`rig` reboots on reconnect, "
-            "or use Dynamixel Wizard)", **where)
+            f"hardware error: {what}. {advice}. Then clear it with a reboot: `rig doctor --reboot {where['port']}`, "
+            "or start rig again (it reboots a servo in hardware error when it connects)", **where)
 
 
 def decode_hardware_error(bits: int) -> list[str]:

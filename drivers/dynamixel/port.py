@@ -28,6 +28,9 @@ class BlockingPortHandler(PortHandler):
         # Margin beyond wire time: covers return delays and scheduling noise, and is what a
         # missing servo costs per try.
         self.timeout_margin_ms = timeout_margin_ms
+        # The servos' Return Delay Time the next reply (or replies) will spend on top of wire time;
+        # the bus sets it before each transaction from what it knows of each servo.
+        self.reply_delay_ms = 0.0
         self._deadline = 0.0
         self.lost = False  # the device vanished under us (USB unplugged, pty closed)
 
@@ -90,7 +93,8 @@ class BlockingPortHandler(PortHandler):
         self.is_open = False
 
     def setPacketTimeout(self, packet_length):  # noqa: N802
-        ms = self.tx_time_per_byte * packet_length + 2.0 * self.latency_timer_ms + self.timeout_margin_ms
+        ms = (self.tx_time_per_byte * packet_length + 2.0 * self.latency_timer_ms + self.reply_delay_ms
+              + self.timeout_margin_ms)
         self.setPacketTimeoutMillis(ms)
 
     def setPacketTimeoutMillis(self, msec):  # noqa: N802

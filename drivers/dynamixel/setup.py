@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 
 from drivers.dynamixel.bus import DynamixelBus, ServoInfo, return_delay_advice
 from drivers.dynamixel.control_table import BAUD_CODES, BAUD_TABLE
-from drivers.dynamixel.errors import CorruptReply, DynamixelError, NoStatusPacket, PortLost, PortUnavailable
+from drivers.dynamixel.errors import (
+    CorruptReply,
+    DynamixelError,
+    HardwareAlert,
+    NoStatusPacket,
+    PortLost,
+    PortUnavailable,
+    decode_hardware_error,
+)
 from drivers.dynamixel.port import latency_timer_advice, read_latency_timer
 from drivers.errors import RigError
 
@@ -82,6 +90,7 @@ class PortReport:
     servos: list[ServoInfo] = field(default_factory=list)
     duplicate_ids: list[int] = field(default_factory=list)
     return_delays: dict[int, int] = field(default_factory=dict)
+    hardware_errors: dict[int, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -127,6 +136,7 @@ def inspect_port(port: str, baud: int, *, probe_ids: Iterable[int] = range(0, 25
         rep.servos = bus.broadcast_ping()
         garbled_ids = find_duplicate_ids(bus, probe_ids)
         rep.duplicate_ids = garbled_ids
+        bus.retries = 4  # the probe above was quick; what follows must not fail on a lost reply
         for sid in garbled_ids:
             rep.problems.append(f"{port}: two or more servos share ID {sid}; connect them one at a time and "
                                 f"give each its own ID with `rig setup-motors {port}`")
@@ -135,10 +145,47 @@ def inspect_port(port: str, baud: int, *, probe_ids: Iterable[int] = range(0, 25
                 continue
             try:
                 rep.return_delays[s.id] = bus.read(s.id, "return_delay_time", alerts_ok=True)
+                bits = bus.hardware_error(s.id)
             except DynamixelError as exc:
                 rep.problems.append(str(exc))
+                continue
+            if bits:
+                rep.hardware_errors[s.id] = bits
+                rep.problems.append(str(HardwareAlert(bits, port=port, servo_id=s.id)))
         rep.problems += [return_delay_advice(port, sid, v) for sid, v in rep.return_delays.items() if v > 0]
     return rep
+
+
+def fix_return_delays(port: str, baud: int) -> list[str]:
+    """Return Delay Time 0 on every servo of an assembled chain (what `rig doctor --fix` does).
+
+    EEPROM is written with torque off; a servo that had torque gets it back."""
+    done = []
+    with DynamixelBus(port, baud) as bus:
+        for s in bus.broadcast_ping():
+            value = bus.read(s.id, "return_delay_time", alerts_ok=True)
+            if value:
+                bus.set_return_delay([s.id], 0)
+                if bus.read(s.id, "return_delay_time", alerts_ok=True) != 0:
+                    raise SetupError(f"{port}, servo {s.id}: return delay did not change; "
+                                     "check that it is not locked (e.g. by another program)")
+                done.append(f"{port}, servo {s.id}: return delay {value * 2} µs -> 0")
+    return done
+
+
+def reboot_faulted(port: str, baud: int) -> list[str]:
+    """REBOOT every servo whose Hardware Error Status is set (what `rig doctor --reboot` does)."""
+    done = []
+    with DynamixelBus(port, baud) as bus:
+        for s in bus.broadcast_ping():
+            bits = bus.hardware_error(s.id)
+            if bits:
+                bus.reboot(s.id)
+                after = bus.hardware_error(s.id)
+                what = ", ".join(decode_hardware_error(bits))
+                state = "cleared" if not after else f"still set ({', '.join(decode_hardware_error(after))})"
+                done.append(f"{port}, servo {s.id}: rebooted out of hardware error ({what}); {state}")
+    return done
 
 
 def baud_names() -> str:

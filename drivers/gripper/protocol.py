@@ -17,9 +17,11 @@ from fastcrc import crc16
 from drivers.errors import RigError
 
 PROTOCOL_VERSION = 1
-MAX_PAYLOAD = 48
-# A frame longer than this (COBS overhead + CRC) cannot be ours: drop it while resyncing.
-MAX_FRAME = MAX_PAYLOAD + 2 + 2
+MAX_PAYLOAD = 48  # firmware/core/protocol.h GP_MAX_PAYLOAD: the two must agree
+# The longest COBS encoding of payload + CRC (delimiter excluded), as the C core's GP_COBS_MAX:
+# anything longer cannot be ours, so it is dropped while resyncing.
+MAX_FRAME = (MAX_PAYLOAD + 2) + (MAX_PAYLOAD + 2) // 254 + 1
+_HELLO_HEAD = 6  # version, type, fw_major, fw_minor, fw_patch, proto: stable across versions
 
 
 class MsgType(IntEnum):
@@ -146,12 +148,20 @@ def decode_payload(payload: bytes) -> Message:
         msg_type = MsgType(type_byte)
     except ValueError:
         raise ProtocolError(f"unknown message type 0x{type_byte:02x}") from None
-    if version != PROTOCOL_VERSION:
-        if msg_type is MsgType.HELLO and len(payload) >= 6:
-            head = dict(zip(("fw_major", "fw_minor", "fw_patch", "proto"), payload[2:6]))
-            return Message(msg_type, head, version)
-        return Message(msg_type, {}, version)
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
     st = _STRUCTS[msg_type]
+    if version != PROTOCOL_VERSION:
+        # Another version's layouts are unknown, so what can be checked is: a HELLO's stable head
+        # names the same protocol as its version byte; any other type keeps this version's length.
+        if msg_type is MsgType.HELLO:
+            if len(payload) < _HELLO_HEAD or payload[5] != version:
+                raise ProtocolError(f"v{version} HELLO of {len(payload)} bytes does not carry its own version")
+            head = dict(zip(("fw_major", "fw_minor", "fw_patch", "proto"), payload[2:6], strict=True))
+            return Message(msg_type, head, version)
+        if len(payload) != 2 + st.size:
+            raise ProtocolError(f"v{version} {msg_type.name} body is {len(payload) - 2} bytes, expected {st.size}")
+        return Message(msg_type, {}, version)
     if len(payload) != 2 + st.size:
         raise ProtocolError(f"{msg_type.name} body is {len(payload) - 2} bytes, expected {st.size}")
     names, _ = LAYOUTS[msg_type]
@@ -204,7 +214,7 @@ class FrameDecoder:
         except cobs.DecodeError:
             self.framing_errors += 1
             return None
-        if len(data) < 4:
+        if not 4 <= len(data) <= MAX_PAYLOAD + 2:  # header + CRC at least, the C core's limit at most
             self.framing_errors += 1
             return None
         payload, check = data[:-2], int.from_bytes(data[-2:], "little")

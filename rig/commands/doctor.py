@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from drivers.dynamixel.setup import candidate_ports, in_dialout, inspect_port
+from drivers.dynamixel.setup import (
+    candidate_ports,
+    fix_return_delays,
+    in_dialout,
+    inspect_port,
+    reboot_faulted,
+)
 from rig import realtime
 
 
@@ -10,6 +16,9 @@ def register(sub) -> None:
     p = sub.add_parser("doctor", help="check ports, permissions, latency timers, return delays, duplicate IDs")
     p.add_argument("ports", nargs="*", help="ports to check (default: every USB-serial adapter found)")
     p.add_argument("--baud", type=int, default=1_000_000)
+    p.add_argument("--fix", action="store_true",
+                   help="set return delay 0 on every servo of the chain (torque off while writing)")
+    p.add_argument("--reboot", action="store_true", help="reboot servos in hardware error (fix the cause first)")
     p.set_defaults(func=run)
 
 
@@ -24,6 +33,9 @@ def run(args) -> int:
         print("no USB-serial adapters found (/dev/serial/by-id, /dev/ttyUSB*, /dev/ttyACM*).")
         print("Plug in the U2D2 / adapter, or try the simulated rig: `rig sim-bus` then `rig doctor PORT`.")
     for port in ports:
+        for done in (fix_return_delays(port, args.baud) if args.fix else []) + \
+                (reboot_faulted(port, args.baud) if args.reboot else []):
+            print(f"done: {done}")
         rep = inspect_port(port, args.baud)
         latency = "n/a" if rep.latency_timer_ms is None else f"{rep.latency_timer_ms} ms"
         print(f"{port} -> {rep.resolved}: latency timer {latency}, {len(rep.servos)} servo(s) at {args.baud} baud")

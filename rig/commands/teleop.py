@@ -17,7 +17,7 @@ import numpy as np
 
 from drivers.errors import RigError
 from rig.config import load_config
-from rig.session import RigSession
+from rig.session import RigSession, TeleopFault
 
 
 def register(sub) -> None:
@@ -137,6 +137,7 @@ def run(args) -> int:
         print(f"rig teleop: {config.name} has no followers to mirror onto: streaming its handheld gripper "
               "(Ctrl-C to stop)", flush=True)
     summary = None
+    session = None
     try:
         with RigSession(config, cameras=args.cameras) as session:
             for warning in session.warnings:
@@ -152,6 +153,9 @@ def run(args) -> int:
             print()
         for arm, state in session.shutdown_report.items():
             print(f"{arm}: {state}")
+    except TeleopFault as fault:  # say what the shutdown actually did, servo by servo
+        report = "; ".join(f"{arm}: {state}" for arm, state in (session.shutdown_report if session else {}).items())
+        raise TeleopFault(f"{fault} [{report}]" if report else str(fault)) from None
     finally:
         if args.stats_json and summary is not None:
             args.stats_json.write_text(json.dumps(summary, indent=2))
