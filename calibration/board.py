@@ -190,17 +190,17 @@ class BoardDetector:
         params = cv2.aruco.DetectorParameters()
         params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_NONE  # the ChArUco corners are refined instead
         self.detector = cv2.aruco.CharucoDetector(self.board, detectorParams=params)
-        self.dict_detector = cv2.aruco.ArucoDetector(board.dictionary_obj(), params)
         self._ids = set(board.marker_ids.tolist())
 
     def detect(self, image: np.ndarray) -> BoardView:
         cv2 = self.cv2
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
         cc, ci, mc, mi = self.detector.detectBoard(grey)
-        mine = 0 if mi is None else int(np.isin(np.ravel(mi), list(self._ids)).sum())
-        # Markers of the same dictionary that are not this board's: another board in view.
-        _, all_ids, _ = self.dict_detector.detectMarkers(grey)
-        foreign = 0 if all_ids is None else int((~np.isin(np.ravel(all_ids), list(self._ids))).sum())
+        # detectBoard returns every marker of the dictionary it found: those not this board's are
+        # another board in view
+        seen = np.zeros(0, np.int32) if mi is None else np.ravel(mi)
+        mine = int(np.isin(seen, list(self._ids)).sum())
+        foreign = len(seen) - mine
         if cc is None or ci is None or len(ci) == 0:
             return BoardView(np.zeros(0, np.int32), np.zeros((0, 3)), np.zeros((0, 2)), mine, foreign)
         ids = np.asarray(ci).reshape(-1).astype(np.int32)
