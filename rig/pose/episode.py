@@ -130,7 +130,7 @@ def format_pose_report(summary: dict[str, Any]) -> list[str]:
     else:
         lines.append("  pose: none")
     ic = summary.get("imu_camera")
-    if ic:
+    if ic and all(isinstance(ic.get(k), float | int) for k in ("offset_ms", "residual_rad_s")):
         lines.append(f"  pose: IMU-camera offset {ic['offset_ms']:+.1f} ms, gyro residual {ic['residual_rad_s']:.3f} rad/s"
                      + ("" if ic.get("ok") else " (failed)"))
     for flag, line in (summary.get("flags") or {}).items():
