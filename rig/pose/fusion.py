@@ -41,7 +41,8 @@ class FusionOptions:
     rot_sigma_rad: float = 0.004
     trusted_sigma_m: float = 0.02  # samples with a position sigma above this are not trusted
     gate_chi2: float = 40.0  # innovations beyond this (6 dof) are rejected as outliers
-    imu_gap_s: float = 0.02  # IMU samples further apart than this break the integration
+    imu_gap_s: float = 0.1  # IMU samples further apart than this break the integration (shorter
+    # dropouts are integrated through with the last sample held, as a late USB frame is)
 
 
 @dataclass
@@ -399,7 +400,8 @@ def fuse(t_imu: np.ndarray, gyro: np.ndarray, accel: np.ndarray, t_cam: np.ndarr
         src = np.zeros(b - a, np.uint8)
         have = fw.valid | bw.valid
         src[have & ~both & (near <= o.max_edge_s)] = SOURCE_IMU
-        src[both & (before + after <= o.max_gap_s + 1e-9)] = SOURCE_FUSED
+        # a gap is the time without views: the interval between two views less one frame (the window)
+        src[both & (before + after <= o.max_gap_s + o.vision_window_s)] = SOURCE_FUSED
         src[have & (near <= o.vision_window_s)] = SOURCE_VISION
         keep = src > 0  # the rest: an unbridgeable gap, no pose rather than an invented one
         r_bcam = rot[keep] @ r_ci.T

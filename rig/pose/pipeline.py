@@ -37,9 +37,10 @@ class PoseResult:
     scale: ScaleCheck | None
     flags: dict[str, str] = field(default_factory=dict)  # flag -> the one line
     seconds: float = 0.0  # wall time spent
+    imu_dropouts: int = 0  # IMU intervals over 2.5 periods (integrated through when under the break limit)
 
     def summary(self) -> dict:
-        out: dict = {"flags": dict(self.flags), "wall_s": round(self.seconds, 3)}
+        out: dict = {"flags": dict(self.flags), "wall_s": round(self.seconds, 3), "imu_dropouts": self.imu_dropouts}
         v = self.vision
         if v is not None and len(v.t_ns):
             out["frames"] = int(len(v.t_ns))
@@ -62,10 +63,9 @@ class PoseResult:
         return out
 
 
-def _imu_gaps(t: np.ndarray, rate_hz: float) -> tuple[int, float]:
+def _imu_gaps(t: np.ndarray, limit_s: float) -> tuple[int, float]:
     d = np.diff(t)
-    big = d > 2.5 / rate_hz
-    return int(big.sum()), float(d.max()) if len(d) else 0.0
+    return int((d > limit_s).sum()), float(d.max()) if len(d) else 0.0
 
 
 def compute_pose(t_imu: np.ndarray, gyro: np.ndarray, accel: np.ndarray, t_frames: np.ndarray,
@@ -94,7 +94,9 @@ def compute_pose(t_imu: np.ndarray, gyro: np.ndarray, accel: np.ndarray, t_frame
         return res
     if len(t_imu) < 2:
         res.flags[NO_IMU] = "the take has no IMU samples; the pose is vision-only where the board is seen"
-    n_gaps, longest = _imu_gaps(t_imu, imu_rate_hz) if len(t_imu) > 1 else (0, 0.0)
+    o = opts or FusionOptions()
+    n_gaps, longest = _imu_gaps(t_imu, o.imu_gap_s) if len(t_imu) > 1 else (0, 0.0)
+    res.imu_dropouts = _imu_gaps(t_imu, 2.5 / imu_rate_hz)[0] if len(t_imu) > 1 else 0
     if n_gaps:
         res.flags[IMU_GAPS] = (f"the IMU stream has {n_gaps} gap(s), the longest {longest * 1000:.0f} ms; "
                                "the pose is not carried across them (check the gripper's USB cable and hub)")
