@@ -41,13 +41,34 @@ class BoardPoseEstimator:
         self.detector = BoardDetector(board)
         self.k = intrinsics.camera_matrix()
         self.dist = np.asarray(intrinsics.dist, np.float64) if intrinsics.dist else None
+        self._roi: tuple[int, int, int, int] | None = None
+        self._last_n = 0
+
+    def _detect(self, image: np.ndarray):
+        """Search near the last sighting first; the whole image when that finds less of the board."""
+        v = None
+        if self._roi is not None:
+            v = self.detector.detect(image, self._roi)
+            if len(v.ids) < max(MIN_CORNERS, self._last_n - 3):
+                v = None
+        if v is None:
+            v = self.detector.detect(image)
+        self._last_n = len(v.ids)
+        self._roi = None
+        if len(v.ids) >= MIN_CORNERS:
+            h, w = image.shape[:2]
+            lo, hi = v.img.min(axis=0), v.img.max(axis=0)
+            m = 0.5 * (hi - lo) + 40  # the outer markers lie beyond the corners; the hand moves on
+            self._roi = (max(0, int(lo[0] - m[0])), max(0, int(lo[1] - m[1])), min(w, int(hi[0] + m[0]) + 1),
+                         min(h, int(hi[1] + m[1]) + 1))
+        return v
 
     def estimate(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int, int]:
         """(position, quaternion wxyz, reprojection px, corners, foreign markers); NaNs when no pose."""
         from scipy.spatial.transform import Rotation
 
         cv2 = self.cv2
-        v = self.detector.detect(image)
+        v = self._detect(image)
         n = len(v.ids)
         nan3, nan4 = np.full(3, np.nan), np.full(4, np.nan)
         if n < MIN_CORNERS or self.detector.board.checkCharucoCornersCollinear(v.ids.reshape(-1, 1)):
