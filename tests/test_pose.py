@@ -219,3 +219,19 @@ def test_pose_stream_in_an_episode_and_inspect(tmp_path, capsys):
     capsys.readouterr()
     main(["inspect", str(tmp_path / "ds"), str(j)])
     assert "pose flag no_intrinsics" in capsys.readouterr().out
+
+
+def test_rig_calibrate_board_command(tmp_path, capsys):
+    from rig.cli import main
+
+    assert main(["calibrate", "board", "--out", str(tmp_path / "b"), "--paper", "letter"]) == 0
+    assert (tmp_path / "b.pdf").is_file() and (tmp_path / "b.png").is_file()
+    assert main(["calibrate", "board", "--measured", "251.5", "--dir", str(tmp_path)]) == 0
+    assert (tmp_path / "boards" / "pose.toml").is_file()
+    capsys.readouterr()
+    assert main(["calibrate", "board", "--measured", "25", "--dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("rig: measured 25.0 mm")
+    # photos from a camera with no intrinsics: one line, exit 2
+    assert main(["calibrate", "board", "--check", str(tmp_path / "b.png"), "--camera", "nocam",
+                 "--dir", str(tmp_path)]) == 2
+    assert "no stored intrinsics" in capsys.readouterr().err
