@@ -207,6 +207,16 @@ def test_pose_stream_in_an_episode_and_inspect(tmp_path, capsys):
     s = Dataset(tmp_path / "ds").episode(i).read_stream("pose")
     assert s["position"].shape == (len(take.t_imu), 3) and s["quat"].shape[1] == 4
     assert set(np.unique(s["source"])) <= {0, 1, 2, 3}
+    # as end-effector state and action, e.g. at 50 Hz for an exporter
+    from rig.pose.episode import end_effector
+
+    ee = end_effector(Dataset(tmp_path / "ds").episode(i), rate_hz=50)
+    assert ee["state"].shape[1] == 8 and len(ee["t_ns"]) == len(ee["action"])
+    v = ee["valid"]
+    assert v.mean() > 0.5
+    assert np.allclose(ee["action"][:-1][v[:-1]], ee["state"][1:][v[:-1]])
+    jaw_truth = take.gt_at((ee["t_ns"][v] - ee["t_ns"][0]) / 1e9)[0]  # camera; the jaw is 11 cm ahead
+    assert np.median(np.abs(np.linalg.norm(ee["state"][v, :3] - jaw_truth, axis=1) - 0.1154)) < 0.01
     capsys.readouterr()
     assert main(["inspect", str(tmp_path / "ds"), str(i)]) == 0
     out = capsys.readouterr().out
