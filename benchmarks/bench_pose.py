@@ -46,16 +46,6 @@ def rot_err_deg(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
                        * Rotation.from_quat(q2, scalar_first=True)).magnitude())
 
 
-def world_imu(take, seed: int) -> dict:
-    """The firmware's noise model (8 LSB white noise) plus a small constant bias, at 200 Hz."""
-    rng = np.random.default_rng([seed, 9])
-    g_lsb = np.radians(2000) / 32768
-    a_lsb = 8 * 9.80665 / 32768
-    return {"t_s": take.t_imu,
-            "gyro": take.gyro + rng.normal(0, 8 * g_lsb, take.gyro.shape) + rng.normal(0, 0.003, 3),
-            "accel": take.accel + rng.normal(0, 8 * a_lsb, take.accel.shape) + rng.normal(0, 0.03, 3)}
-
-
 def stats(x: np.ndarray) -> dict:
     x = x[np.isfinite(x)]
     if not len(x):
@@ -81,7 +71,9 @@ def bench_seed(seed: int, seconds: float, imu_mode: str) -> dict:
 
         imu = imu_through_firmware(take)
     else:
-        imu = world_imu(take, seed)
+        from rig.pose.firmware_imu import firmware_noise
+
+        imu = firmware_noise(take, seed)
     with tempfile.TemporaryDirectory() as tmp:
         idx = record_home_take(Path(tmp) / "ds", take, imu)
         t = time.perf_counter()

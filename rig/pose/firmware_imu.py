@@ -69,3 +69,14 @@ def imu_through_firmware(take, rate_hz: int = 200, tail_s: float = 0.3) -> dict[
             "gyro": np.array([s.imu.gyro for s in samples], np.float64)[keep],
             "accel": np.array([s.imu.accel for s in samples], np.float64)[keep],
             "jaw": np.array([s.jaw_normalized for s in samples], np.float64)[keep]}
+
+
+def firmware_noise(take, seed: int = 0) -> dict[str, np.ndarray]:
+    """The world's IMU with the firmware's noise model (8 LSB white noise) and a small constant
+    bias, without running the firmware: for quick, repeatable runs."""
+    rng = np.random.default_rng([seed, 9])
+    g_lsb = np.radians(2000) / 32768
+    a_lsb = 8 * 9.80665 / 32768
+    return {"t_s": take.t_imu,
+            "gyro": take.gyro + rng.normal(0, 8 * g_lsb, take.gyro.shape) + rng.normal(0, 0.003, 3),
+            "accel": take.accel + rng.normal(0, 8 * a_lsb, take.accel.shape) + rng.normal(0, 0.03, 3)}
