@@ -12,7 +12,7 @@ from drivers.errors import RigError
 # room not installed) is skipped rather than breaking every other command.
 COMMANDS = [
     "collect", "teleop", "record", "episodes", "inspect", "verify", "export", "import_", "train",
-    "calibrate", "gripper", "sim", "scan", "setup_motors", "doctor", "sim_bus", "upload", "fleet",
+    "calibrate", "gripper", "pose", "sim", "scan", "setup_motors", "doctor", "sim_bus", "upload", "fleet",
 ]
 # `rig` alone starts the main job: the collector's app, or teleop where the app is not installed.
 DEFAULT_COMMANDS = ("collect", "teleop")

@@ -62,6 +62,10 @@ def register(sub) -> None:
     t.add_argument("--no-save", action="store_true", help="print the estimates without storing them")
     t.set_defaults(func=run_latency)
 
+    from rig.commands.calibrate_board import register as register_board
+
+    register_board(cs)
+
 
 # ---- arm ------------------------------------------------------------------------------------------
 

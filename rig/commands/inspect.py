@@ -49,10 +49,15 @@ def run(args: argparse.Namespace) -> int:
             except DamagedEpisodeError as exc:
                 found = [exc.damage]
         damage.extend(found)
+    from rig.pose.episode import format_pose_report, pose_report
+
+    poses = {r.index: pose_report(ds.episode(r.index)) for r in reports}  # the handheld pose, if computed
     if args.json:
-        print(json.dumps([r.to_dict() for r in reports], indent=1))
+        print(json.dumps([{**r.to_dict(), **({"pose": poses[r.index]} if poses[r.index] else {})}
+                          for r in reports], indent=1))
     else:
-        print("\n".join(format_report(r) for r in reports) or f"(no episodes in {args.dataset})")
+        print("\n".join("\n".join([format_report(r), *format_pose_report(poses[r.index] or {})][:None if poses[r.index]
+                                   else 1]) for r in reports) or f"(no episodes in {args.dataset})")
     for d in damage:
         print(f"rig: damaged: {d}", file=sys.stderr)
     return 2 if damage else 0

@@ -4,11 +4,13 @@
  *   gripper-host [--path-file F] [--link L] [--control FIFO] [--rate HZ] [--drift-ppm P]
  *                [--jitter-us J] [--jaw-period S] [--at T:CMD]... [--unplug-after S]
  *                [--unplug-exit] [--protocol-version N] [--serial N] [--seed N] [--imu-noise LSB]
+ *                [--imu-trace FILE]
  *
  * stdout: the pty slave path (again after every simulated re-plug), then "epoch_ns=<n>" once: the
  * CLOCK_MONOTONIC time at which the device clock read 0, so tests can compute true device times.
  * Commands (control FIFO lines or --at T:CMD): jaw <0..1> | jaw auto | trigger <0|1> |
- * button <i> <0|1> | press <i> [ms] | encoder <0|1> | imu <0|1> | unplug [ms] | reboot [ms] | exit
+ * button <i> <0|1> | press <i> [ms] | encoder <0|1> | imu <0|1> | unplug [ms] | reboot [ms] | exit |
+ * trace start (play the --imu-trace motion from now; prints "trace_start_us=<device us>" on stdout)
  * (reboot = unplug with power loss: the device clock and sequence numbers restart). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -193,6 +195,10 @@ static void run_command(const char *cmd)
         close_link();
         host.reboot_pending = 1;
         host.replug_at_us = now + (uint64_t)((n >= 2 ? a : 500.0) * 1000.0);
+    } else if (strcmp(word, "trace") == 0 && strstr(cmd, "start") && sim.trace_rows) {
+        sim_trace_start();
+        printf("trace_start_us=%llu\n", (unsigned long long)sim.trace_start_us);
+        fflush(stdout);
     } else if (strcmp(word, "exit") == 0) {
         stop_requested = 1;
     } else {
@@ -281,7 +287,7 @@ static void usage(void)
             "usage: gripper-host [--path-file F] [--link L] [--control FIFO] [--rate HZ]\n"
             "                    [--drift-ppm P] [--jitter-us J] [--jaw-period S] [--at T:CMD]...\n"
             "                    [--unplug-after S] [--unplug-exit] [--protocol-version N]\n"
-            "                    [--serial N] [--seed N] [--imu-noise LSB]\n");
+            "                    [--serial N] [--seed N] [--imu-noise LSB] [--imu-trace FILE]\n");
 }
 
 int main(int argc, char **argv)
@@ -321,6 +327,11 @@ int main(int argc, char **argv)
             sim.jaw_period_s = strtod(v, NULL);
         } else if (strcmp(a, "--imu-noise") == 0) {
             sim.imu_noise_lsb = strtod(v, NULL);
+        } else if (strcmp(a, "--imu-trace") == 0) {
+            if (sim_load_trace(v) != 0) {
+                fprintf(stderr, "gripper-host: --imu-trace %s: need rows of 8 numbers (t gx gy gz ax ay az jaw)\n", v);
+                return 2;
+            }
         } else if (strcmp(a, "--at") == 0) {
             char *colon = strchr(v, ':');
             if (colon == NULL) {

@@ -2,6 +2,7 @@
 #include "sim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,9 +55,80 @@ void sim_set_input(int bit, int level)
     sim.inputs = next;
 }
 
+#define TRACE_COLS 8
+
+/* The trace row at the current device time (linear between rows; held at the ends). */
+static void trace_now(double out[TRACE_COLS])
+{
+    const double *tr = sim.trace;
+    double t = sim.trace_playing ? (double)(hal_time_us() - sim.trace_start_us) * 1e-6 : tr[0];
+    size_t lo = 0, hi = sim.trace_rows - 1, i;
+    if (t <= tr[0]) {
+        memcpy(out, tr, sizeof(double) * TRACE_COLS);
+        return;
+    }
+    if (t >= tr[hi * TRACE_COLS]) {
+        memcpy(out, tr + hi * TRACE_COLS, sizeof(double) * TRACE_COLS);
+        return;
+    }
+    while (hi - lo > 1) { /* the rows are in time order */
+        size_t mid = (lo + hi) / 2;
+        if (tr[mid * TRACE_COLS] <= t) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    {
+        double t0 = tr[lo * TRACE_COLS], t1 = tr[hi * TRACE_COLS];
+        double a = t1 > t0 ? (t - t0) / (t1 - t0) : 0.0;
+        for (i = 0; i < TRACE_COLS; i++) {
+            out[i] = tr[lo * TRACE_COLS + i] * (1 - a) + tr[hi * TRACE_COLS + i] * a;
+        }
+    }
+}
+
+int sim_load_trace(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    size_t cap = 4096, n = 0;
+    double row[TRACE_COLS];
+    if (f == NULL) {
+        return -1;
+    }
+    sim.trace = malloc(cap * TRACE_COLS * sizeof(double));
+    while (sim.trace != NULL && fscanf(f, "%lf %lf %lf %lf %lf %lf %lf %lf", &row[0], &row[1], &row[2], &row[3],
+                                       &row[4], &row[5], &row[6], &row[7]) == TRACE_COLS) {
+        if (n == cap) {
+            double *grown = realloc(sim.trace, 2 * cap * TRACE_COLS * sizeof(double));
+            if (grown == NULL) {
+                break;
+            }
+            sim.trace = grown;
+            cap *= 2;
+        }
+        memcpy(sim.trace + n * TRACE_COLS, row, sizeof row);
+        n++;
+    }
+    fclose(f);
+    sim.trace_rows = n;
+    return n > 1 ? 0 : -1;
+}
+
+void sim_trace_start(void)
+{
+    sim.trace_start_us = hal_time_us();
+    sim.trace_playing = 1;
+}
+
 static double jaw_now(void)
 {
     double t;
+    if (sim.trace_rows) {
+        double row[TRACE_COLS];
+        trace_now(row);
+        return row[7];
+    }
     if (!sim.jaw_auto || sim.jaw_period_s <= 0) {
         return sim.jaw_hold;
     }
@@ -125,6 +197,19 @@ int hal_spi_transfer(const uint8_t *tx, uint8_t *rx, size_t n)
     } else if (tx[0] == (IMU_REG_OUTX_L_G | 0x80u) && n >= 13) {
         double lsb_per_g = 32768.0 / IMU_ACCEL_FS_G;
         int16_t v[6];
+        if (sim.trace_rows) { /* the recorded motion, in the IMU's full-scale units */
+            double row[TRACE_COLS], lsb_per_rad_s = 32768.0 / (IMU_GYRO_FS_DPS * 3.14159265358979 / 180.0);
+            trace_now(row);
+            for (i = 0; i < 3; i++) {
+                v[i] = noisy(row[1 + i] * lsb_per_rad_s);
+                v[3 + i] = noisy(row[4 + i] / 9.80665 * lsb_per_g);
+            }
+            for (i = 0; i < 6; i++) {
+                rx[1 + 2 * i] = (uint8_t)(uint16_t)v[i];
+                rx[2 + 2 * i] = (uint8_t)((uint16_t)v[i] >> 8);
+            }
+            return 0;
+        }
         v[0] = noisy(0);
         v[1] = noisy(0);
         v[2] = noisy(200.0 * (jaw_now() - 0.5));
