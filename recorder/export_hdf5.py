@@ -214,7 +214,7 @@ def export_dataset(
     clean_leftovers(out)
     infos, damage = ds.scan()
     for d in damage:
-        report.skip(d)
+        report.skip(str(d))
     for info in infos:
         if not wanted(info, keep, include_failed):
             continue

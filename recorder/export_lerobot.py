@@ -754,7 +754,7 @@ def _write_episode(files: _Files, plan: _Plan, features: dict[str, Any], ep_inde
             cols[f"rig.{cam.name}.{what}"] = _column(arr, np.dtype(np.int64))
             stats[f"rig.{cam.name}.{what}"] = _stats(arr)
     frame_index = np.arange(n, dtype=np.int64)
-    book = {
+    book: dict[str, np.ndarray] = {
         "timestamp": (frame_index / fps).astype(np.float32),
         "frame_index": frame_index,
         "episode_index": np.full(n, ep_index, np.int64),
@@ -837,7 +837,7 @@ def _commit(out: Path, state: _State, new_rows: list[dict[str, Any]], tasks: lis
         shape = (3, 1, 1) if features[k]["dtype"] == "video" else (-1,)
         stats[k] = {s: np.asarray(v).reshape(shape if s != "count" else (-1,)).tolist() for s, v in agg.items()}
     total = int(rows[-1]["dataset_to_index"])
-    info = dict(state.info) if state.info else {
+    info: dict[str, Any] = dict(state.info) if state.info else {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": opts.robot_type or str(first_attrs.get("rig") or "rig"),
         "chunks_size": opts.chunks_size,
