@@ -3,6 +3,7 @@ lifecycle stops while a take is recorded (the transcoding itself is recorder/com
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -80,14 +81,15 @@ class BackgroundCompactor:
             cmd += ["--crf", str(o.crf)]
         if self.watch_s:
             cmd += ["--watch", str(self.watch_s)]
-        nice = self.nice
+        # Niced from here, not with preexec_fn: that can deadlock the child of a threaded process
+        # (the rig's loop, pump and cameras run while takes are recorded).
         if self.log is not None:
             with open(self.log, "ab") as out:
-                self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                             preexec_fn=lambda: os.nice(nice))
+                self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         else:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         preexec_fn=lambda: os.nice(nice))
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
         if self.paused:
             self.pause()
 
