@@ -364,12 +364,15 @@ class Dataset:
         extra: Mapping[str, Any] | None = None,
         options: WriterOptions | None = None,
         on_error: Any = None,
+        contractor: str | None = None,
+        device: str | None = None,
     ) -> EpisodeWriter:
         """Make the next episode group (status ``recording``) and its writer (not yet started).
 
         Takes the writer lock first, so a second recorder on this dataset is refused with the
         holder's pid and host. The group is built under a hidden name and renamed into place, so
         a full or read-only disk leaves no half-made (phantom ``recording``) episode behind.
+        ``contractor`` and ``device`` say who recorded it on what (the rig's identity; None: unset).
         """
         note = lock.acquire(self.path)
         if note:
@@ -384,6 +387,8 @@ class Dataset:
                     "success": None,
                     "task": task,
                     "operator": operator,
+                    "contractor": contractor,
+                    "device": device,
                     "config": config or {},
                     "calibration": calibration or {},
                     "camera_intrinsics": intrinsics or {},

@@ -30,7 +30,7 @@ from recorder.align import align_frames_to_ticks
 from recorder.codec import decode_jpeg
 from recorder.dataset import Dataset, Episode
 from recorder.errors import DiskFullError, RecorderError
-from recorder.export_common import ExportReport, check_free_space, clean_leftovers, write_then_rename
+from recorder.export_common import ExportReport, check_free_space, clean_leftovers, wanted, write_then_rename
 from recorder.layout import T_NS, Status
 
 
@@ -214,11 +214,9 @@ def export_dataset(
     clean_leftovers(out)
     infos, damage = ds.scan()
     for d in damage:
-        report.skipped.append(f"skipped {d}")
-        if say is not None:
-            say(f"skipped {d}")
+        report.skip(str(d))
     for info in infos:
-        if info.status not in keep or (info.success is False and not include_failed):
+        if not wanted(info, keep, include_failed):
             continue
         with report.episode(info.index):
             path = out / f"episode_{len(report.paths)}.hdf5"

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from recorder.align import align_frames_to_ticks
 from recorder.codec import decode_jpeg
 from recorder.dataset import Dataset, Episode, EpisodeInfo
 from recorder.errors import DiskFullError, RecorderError
+from recorder.export_common import clean_leftovers, is_disk_full, skipping, wanted, write_then_rename
 from recorder.export_hdf5 import AlohaMapping
 from recorder.layout import T_NS, Status, jsonable
 from recorder.video import VideoOptions, VideoWriter, pick_codec
@@ -396,20 +396,10 @@ def _pa():
     return pa, pq
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + PARTIAL)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_table(path: Path, table) -> None:
     _, pq = _pa()
-    _write_atomic(path, lambda p: pq.write_table(table, p))
+    # an OSError is worded by export_lerobot (disk full: OUT is left as it was)
+    write_then_rename(path, lambda p: pq.write_table(table, p), raw_os_errors=True)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -418,7 +408,7 @@ def _write_json(path: Path, obj: Any) -> None:
             json.dump(obj, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-    _write_atomic(path, w)
+    write_then_rename(path, w, raw_os_errors=True)
 
 
 def _arrow_type(dtype: np.dtype, shape: tuple[int, ...]):
@@ -502,10 +492,7 @@ def _load_out(out: Path) -> _State:
 
 def _clean_leftovers(out: Path, state: _State) -> None:
     """Remove files an interrupted run left: temp files, and data/video files no episode points to."""
-    if not out.exists():
-        return
-    for p in list(out.rglob("*" + PARTIAL)):
-        p.unlink(missing_ok=True)
+    clean_leftovers(out)
     if state.info is None:
         return
     referenced = set()
@@ -603,16 +590,6 @@ class _Files:
 # ---- the export ------------------------------------------------------------------------------
 
 
-def _is_disk_full(e: BaseException) -> bool:
-    while e is not None:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left" in str(e) or "Disk quota" in str(e):
-            return True
-        e = e.__cause__ or e.__context__  # type: ignore[assignment]
-    return False
-
-
 def _check_writable(out: Path) -> None:
     probe = out / f".rig-write-check{PARTIAL}"
     try:
@@ -620,7 +597,7 @@ def _check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        if _is_disk_full(e):
+        if is_disk_full(e):
             raise DiskFullError(f"the disk holding {out} is full; free space and run the same export again") from e
         raise RecorderError(f"cannot write to {out} ({e.strerror or e}); choose a directory you can write to "
                             f"or fix its permissions") from e
@@ -642,10 +619,15 @@ def export_lerobot(
     _check_writable(out)
     _clean_leftovers(out, state)
     report = ExportReport(out)
+
+    def skip(line: str) -> None:
+        report.skipped.append(line)
+        log(f"rig: {line}")
+
     keep = {Status.COMPLETE.value} | ({Status.RECOVERED.value} if opts.include_recovered else set())
     todo: list[EpisodeInfo] = []
     for info in ds.episodes():
-        if info.status not in keep or (info.success is False and not opts.include_failed):
+        if not wanted(info, keep, opts.include_failed):
             continue
         if (info.start_wall, info.index) in state.keys:
             report.already.append(info.index)
@@ -677,19 +659,11 @@ def export_lerobot(
     try:
         for info in todo:
             current = info.index
-            try:
+            plan = None
+            with skipping(info.index, skip, ExportProblem, unreadable=True):  # a bad episode: one line
                 ep = ds.episode(info.index)
                 plan = _plan_episode(ep, info, opts, fps, cams, row_times)
-            except ExportProblem as e:
-                report.skipped.append(str(e))
-                log(f"rig: {e}")
-                continue
-            except Exception as e:  # an unreadable episode must not stop the others
-                if _is_disk_full(e):
-                    raise
-                msg = f"episode {info.index} cannot be read ({type(e).__name__}: {e}); skipped"
-                report.skipped.append(msg)
-                log(f"rig: {msg}")
+            if plan is None:
                 continue
             if fps is None:
                 fps = int(round(_stream_rate(ep, opts.stream))) or 50
@@ -700,9 +674,7 @@ def export_lerobot(
                 features = ep_features
                 first_attrs = ep.attrs
             elif (problem := _mismatch(features, ep_features)) is not None:
-                msg = f"episode {info.index} does not match the export ({problem}); skipped"
-                report.skipped.append(msg)
-                log(f"rig: {msg}")
+                skip(f"episode {info.index} does not match the export ({problem}); skipped")
                 continue
             if files is None:
                 files = _Files(out, state, opts, fps)
@@ -727,7 +699,7 @@ def export_lerobot(
     except BaseException as e:
         if files is not None:
             files.abort()
-        if isinstance(e, OSError | RecorderError) and _is_disk_full(e):
+        if isinstance(e, OSError | RecorderError) and is_disk_full(e):
             raise DiskFullError(
                 f"disk full while exporting episode {current} to {out}: nothing from this run was kept and {out} is as it was "
                 f"before; free space and run the same command again") from e
@@ -782,7 +754,7 @@ def _write_episode(files: _Files, plan: _Plan, features: dict[str, Any], ep_inde
             cols[f"rig.{cam.name}.{what}"] = _column(arr, np.dtype(np.int64))
             stats[f"rig.{cam.name}.{what}"] = _stats(arr)
     frame_index = np.arange(n, dtype=np.int64)
-    book = {
+    book: dict[str, np.ndarray] = {
         "timestamp": (frame_index / fps).astype(np.float32),
         "frame_index": frame_index,
         "episode_index": np.full(n, ep_index, np.int64),
@@ -865,7 +837,7 @@ def _commit(out: Path, state: _State, new_rows: list[dict[str, Any]], tasks: lis
         shape = (3, 1, 1) if features[k]["dtype"] == "video" else (-1,)
         stats[k] = {s: np.asarray(v).reshape(shape if s != "count" else (-1,)).tolist() for s, v in agg.items()}
     total = int(rows[-1]["dataset_to_index"])
-    info = dict(state.info) if state.info else {
+    info: dict[str, Any] = dict(state.info) if state.info else {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": opts.robot_type or str(first_attrs.get("rig") or "rig"),
         "chunks_size": opts.chunks_size,

@@ -127,6 +127,17 @@ class LoopConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    # After a take is kept, its cameras are transcoded to video in a niced background process,
+    # stopped while a take records (docs/fleet.md): "off", "auto" (AV1 where PyAV has it, else
+    # H.264), "av1" or "h264".
+    compact: str = "off"
+
+
+COMPACT = ("off", "auto", "av1", "h264")
+
+
+@dataclass(frozen=True)
 class SimConfig:
     task: str = "transfer_cube"
     seed: int = 0
@@ -146,6 +157,7 @@ class RigConfig:
     raw: dict[str, Any]
     gripper: GripperConfig | None = None  # the file as parsed: the snapshot stored in each episode
     loop: LoopConfig = LoopConfig()
+    recording: RecordingConfig = RecordingConfig()
 
     def arm(self, name: str) -> ArmConfig:
         for a in self.arms:
@@ -350,7 +362,8 @@ def _arm(r: _Reader) -> ArmConfig:
 
 def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
     r = _Reader(raw, source, "")
-    r.unknown({"name", "rate_hz", "arms", "cameras", "safety", "sim", "description", "gripper", "loop"})
+    r.unknown({"name", "rate_hz", "arms", "cameras", "safety", "sim", "description", "gripper", "loop",
+              "recording"})
     gripper = _gripper(r.table("gripper")) if "gripper" in raw else None
     arms_raw = r.get("arms", list, [] if gripper else ...)
     arms = []
@@ -400,6 +413,10 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
             s.fail("watchdog_ms", f"a servo's bus watchdog counts in 20 ms units: use {WATCHDOG_MS[0]}-"
                    f"{WATCHDOG_MS[1]} ms, or 0 to leave it off")
     loop = _loop(r.table("loop"))
+    recording = RecordingConfig()
+    if (rt := r.table("recording")) is not None:
+        rt.unknown(set(RecordingConfig.__dataclass_fields__))
+        recording = RecordingConfig(compact=rt.get("compact", str, "off", choices=COMPACT))
     sim = None
     st = r.table("sim")
     if st is not None:
@@ -413,7 +430,8 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
         r.fail("gripper", "an arm has device = \"handheld\" but there is no [gripper] table; add one with its port")
     return RigConfig(name=r.get("name", str, Path(source.split(" ")[0]).stem), source=source,
                      rate_hz=r.get("rate_hz", float, 50.0, positive=True, hi=1000.0), arms=tuple(arms),
-                     cameras=tuple(cameras), safety=safety, sim=sim, raw=raw, gripper=gripper, loop=loop)
+                     cameras=tuple(cameras), safety=safety, sim=sim, raw=raw, gripper=gripper, loop=loop,
+                     recording=recording)
 
 
 def _loop(r: _Reader | None) -> LoopConfig:

@@ -20,6 +20,7 @@ from drivers.cameras.base import Camera, FrameQueue
 from recorder import Dataset, EpisodeWriter, RecorderError, WriterOptions
 from rig.arms import arm_calibration
 from rig.config import RigConfig
+from rig.fleet.identity import load_identity
 from rig.ticks import TickQueue, TickRecord, tick_fields
 
 JOINTS = "joints"
@@ -96,6 +97,8 @@ class TakeRecorder:
             self.intrinsics.update(_sim_intrinsics(config, cameras, skip=self.intrinsics, task=sim_task))
         self.latencies_ns = camera_latencies_ns(config)
         self.sources = list(sources)
+        # Who records on what, set once per rig (`rig upload --set-identity`): in every episode.
+        self.identity = load_identity()
         self._final: EpisodeWriter | None = None  # a take being ended: the pump flushes it one last time
         self._flushed = threading.Event()
         self.ticks = TickQueue(maxsize=max(64, int(config.rate_hz * 4)))  # give this to the teleop loop
@@ -124,6 +127,8 @@ class TakeRecorder:
         w = self.dataset.new_episode(
             task=task, operator=operator, config=self.config.raw, calibration=calibration_snapshot(self.config),
             intrinsics=self.intrinsics,
+            contractor=self.identity.contractor if self.identity else None,
+            device=self.identity.device if self.identity else None,
             extra={"rig": self.config.name, "camera_latency_ns": self.latencies_ns, **(extra or {})},
             options=self.options)
         if self.n_values:

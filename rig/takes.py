@@ -32,6 +32,7 @@ from drivers.errors import RigError
 from recorder import Dataset
 from recorder.recovery import check_incomplete
 from rig.config import RigConfig
+from rig.fleet.compactor import compactor_for
 from rig.handheld import GripperSource, GripperView, check_gripper_port, gripper_view
 from rig.recording import JOINTS, TakeRecorder, TakeResult
 from rig.session import RigSession
@@ -105,6 +106,8 @@ class Takes:
         self.shutdown_report: dict[str, str] = {}
         self.t_begin = 0.0  # monotonic seconds when the current take began (0: none)
         self._safety = threading.Lock()
+        # [recording] compact: kept takes become video in a niced process, stopped during takes
+        self.compactor = compactor_for(config, self.path)
 
     # ---- opening and closing ---------------------------------------------------------------
 
@@ -174,6 +177,8 @@ class Takes:
                         session.close()  # arms, cameras, gripper, world; followers already safe
                     self.shutdown_report = self.shutdown_report or dict(session.shutdown_report)
                 self.recorder = self.session = None
+                if self.compactor is not None:
+                    self.compactor.stop()  # what is left: `rig fleet compact`, or compactor.finish()
         return result
 
     def __enter__(self) -> Takes:
@@ -274,8 +279,15 @@ class Takes:
         if self.recorder is None:
             raise TakeError("the rig is not open: no take can start")
         world = self.world
-        index = self.recorder.begin(task=self.task, operator=self.operator,
-                                    extra={"seed": self.seed} if world is not None else None)
+        if self.compactor is not None:
+            self.compactor.pause()  # stopped before the episode opens: nothing encodes during a take
+        try:
+            index = self.recorder.begin(task=self.task, operator=self.operator,
+                                        extra={"seed": self.seed} if world is not None else None)
+        except BaseException:
+            if self.compactor is not None:
+                self.compactor.resume()
+            raise
         if world is not None:
             world.set_operator(True, True)
         self.t_begin = time.monotonic()
@@ -300,6 +312,10 @@ class Takes:
             return self.recorder.end(success=success, status=status, note=note)
         finally:
             self.t_begin = 0.0
+            if self.compactor is not None:
+                self.compactor.resume()
+                if status == "complete":
+                    self.compactor.start()  # a kept take: compact it (a running watcher finds it)
 
     @property
     def elapsed_s(self) -> float:

@@ -156,3 +156,64 @@ def test_compaction_waits_while_a_take_of_the_dataset_is_recorded(tmp_path):
     assert not recording_in_progress(ds.path)
     worker.join(120)
     assert is_compacted(kept, "wrist")
+
+
+HANDHELD_COMPACT = """name = "sim-handheld"
+[recording]
+compact = "h264"
+[gripper]
+port = "standin"
+rate_hz = 200
+record_button = 0
+[[cameras]]
+name = "wrist"
+kind = "synthetic"
+width = 320
+height = 240
+fps = 30
+"""
+
+
+def test_rig_record_compacts_kept_takes_after_they_are_kept_never_during_one(tmp_path):
+    """[recording] compact: the take lifecycle starts the compactor after the first kept take,
+    stops it (SIGSTOP) for the second take and `rig record` finishes the rest after the rig stops."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.fleet_support import ROOT
+
+    config = tmp_path / "hand-compact.toml"
+    config.write_text(HANDHELD_COMPACT)
+    ds_path = tmp_path / "hand.zarr"
+    out = subprocess.run([sys.executable, "-m", "rig", "record", "--config", str(config), "--episodes", "2",
+                          "--seconds", "1.5", "--reset-seconds", "2", "--dataset", str(ds_path)],
+                         capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # The compactor ran between the takes (started after take 0 was kept) and was stopped for take
+    # 1: the kernel's count of its CPU time between pause and resume is zero.
+    m = re.search(r"compaction: 2 kept episode\(s\) compacted; paused during (\d+) take\(s\), ([\d.]+) s of its "
+                  r"CPU inside them", out.stdout)
+    assert m, out.stdout + out.stderr
+    assert int(m.group(1)) == 1 and float(m.group(2)) == 0.0
+    log = (ds_path / ".compact.log").read_text()
+    ds = Dataset(ds_path)
+    assert [e.status for e in ds.episodes()] == ["complete", "complete"]
+    for i in (0, 1):
+        assert f"episode {i} camera wrist:" in log, log
+        ep = ds.episode(i)
+        cam = ep.path / "cameras" / "wrist"
+        assert is_compacted(ep.path, "wrist") and ep.attrs.get("compacted")
+        assert (cam / "video.mp4").exists() and not (cam / "frames").exists()  # JPEGs gone
+        frames = ep.read_frames("wrist")
+        n = len(ep.frame_times("wrist")["t_ns"])
+        assert n > 30 and frames.shape == (n, 240, 320, 3)
+        assert frames.std() > 1  # the test pattern, not blank frames
+
+
+def test_the_recording_compact_setting_is_checked():
+    from rig.config import ConfigError, parse_config
+
+    assert parse_config({"gripper": {"port": "standin"}}, "x.toml").recording.compact == "off"
+    with pytest.raises(ConfigError, match=r"recording\.compact: 'x265' is not one of off, auto, av1, h264"):
+        parse_config({"gripper": {"port": "standin"}, "recording": {"compact": "x265"}}, "x.toml")

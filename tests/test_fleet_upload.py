@@ -256,3 +256,22 @@ def test_rig_fleet_simulate_uploads_a_fleet(tmp_path, capsys):
     # an ingest pointed at a store that is not there says so (and makes nothing)
     assert main(["fleet", "ingest", str(tmp_path / "elsewhere"), "--catalog", str(tmp_path / "cat")]) == 2
     assert "no such directory store" in capsys.readouterr().err and not (tmp_path / "elsewhere").exists()
+
+
+def test_episodes_recorded_on_a_rig_with_an_identity_carry_its_ids(tmp_path):
+    env = {"RIG_IDENTITY": str(tmp_path / "id.toml")}
+    out = rig(["upload", "--set-identity", "--contractor", "carol", "--device", "gripper-07"], env=env)
+    assert out.returncode == 0, out.stderr
+    ds = tmp_path / "hand.zarr"
+    out = rig(["record", "--config", "sim-handheld", "--episodes", "1", "--seconds", "1", "--reset-seconds", "0.3",
+               "--dataset", ds], env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    attrs = dict(zarr.open_group(str(Dataset(ds).episode(0).path), mode="r").attrs)  # as on disk
+    assert (attrs["contractor"], attrs["device"]) == ("carol", "gripper-07")
+    assert attrs["status"] == "complete"
+    # a rig without an identity (a lab's ALOHA) records them as unset
+    w = Dataset.create(tmp_path / "lab.zarr").new_episode(task="t")
+    w.start()
+    w.stop()
+    lab = zarr.open_group(str(w.path), mode="r").attrs
+    assert lab["contractor"] is None and lab["device"] is None

@@ -83,14 +83,15 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def run_compact(args: argparse.Namespace) -> int:
     from recorder.compact import CompactOptions, compact_dataset
-    from rig.fleet.compactor import BackgroundCompactor
+    from rig.fleet.compactor import LOG_NAME, BackgroundCompactor
 
     opts = CompactOptions(codec=args.codec, crf=args.crf, threads=args.threads, gop_s=args.gop_s,
                           min_psnr_db=args.min_psnr)
     if args.background:
-        bg = BackgroundCompactor(args.dataset, opts, watch_s=args.watch)
+        # its output goes to a file: a pipe would break when this command returns
+        bg = BackgroundCompactor(args.dataset, opts, watch_s=args.watch, log=args.dataset / LOG_NAME)
         bg.start()
-        print(f"compacting {args.dataset} in the background (pid {bg.proc.pid}, nice {bg.nice})")
+        print(f"compacting {args.dataset} in the background (pid {bg.proc.pid}, nice {bg.nice}; log {bg.log})")
         return 0
     if args.watch:
         from recorder.compact import watch_dataset

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from recorder import RecorderError
+from recorder import Dataset, RecorderError
 from rig.config import DEFAULT_DATASET, load_config
 from rig.takes import Takes, preflight
 
@@ -81,7 +81,25 @@ def run(args) -> int:
     finally:
         takes.close(status="recovered", note="the session closed while recording")
     print(f"{kept} episode(s) in {args.dataset}")
+    if takes.compactor is not None and kept:
+        _finish_compaction(takes, args.dataset)
     return 0
+
+
+def _finish_compaction(takes: Takes, dataset: Path) -> None:
+    """[recording] compact: the rig is stopped; compact the kept takes still in JPEG, and say
+    how much of the compactor's CPU time fell inside takes (measured by the kernel: 0 s)."""
+    bg = takes.compactor
+    print(f"compacting the kept takes to video ({takes.config.recording.compact}; log {bg.log}) ...", flush=True)
+    try:
+        rc = bg.finish()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the rest stays JPEG; `rig fleet compact {dataset}` finishes it", file=sys.stderr)
+        return
+    ds = Dataset(dataset)
+    done = sum(1 for e in ds.episodes() if e.status == "complete" and ds.episode(e.index).attrs.get("compacted"))
+    print(f"compaction: {done} kept episode(s) compacted" + ("" if rc == 0 else f" (exit status {rc}, see the log)")
+          + f"; paused during {bg.pauses} take(s), {bg.cpu_while_paused_s:.3f} s of its CPU inside them")
 
 
 def _wait_press(takes: Takes, pressed: threading.Event, cap_s: float | None) -> None:
