@@ -99,6 +99,45 @@ class Segment:
         return self.stop - self.start
 
 
+_ENCODER_RT_PRIORITY = 99  # what SVT-AV1 gives its threads when it runs as root; rig never uses 99
+
+
+def _undo_encoder_realtime(caller: tuple[int, int] | None) -> int:
+    """SVT-AV1, run as root, puts the calling thread and every thread it starts at SCHED_FIFO 99.
+    Encoding is background work: at that priority it would starve the control loop (FIFO 20) and
+    the rest of the machine. Put the caller back as it was and the encoder's threads to normal.
+    Returns how many threads were changed."""
+    if not hasattr(os, "sched_setscheduler"):
+        return 0
+    import threading
+
+    me = threading.get_native_id()
+    changed = 0
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            policy = os.sched_getscheduler(tid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+            prio = os.sched_getparam(tid).sched_priority
+            if tid == me and caller is not None and (policy, prio) != caller:
+                os.sched_setscheduler(tid, caller[0], os.sched_param(caller[1]))
+                changed += 1
+            elif tid != me and policy == os.SCHED_FIFO and prio == _ENCODER_RT_PRIORITY:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                changed += 1
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return changed
+
+
+def _thread_scheduling() -> tuple[int, int] | None:
+    if not hasattr(os, "sched_getscheduler"):
+        return None
+    return (os.sched_getscheduler(0) & ~getattr(os, "SCHED_RESET_ON_FORK", 0), os.sched_getparam(0).sched_priority)
+
+
 @dataclass
 class VideoWriter:
     """Encodes RGB uint8 frames (H, W, 3) of one size into one MP4, episode after episode."""
@@ -147,8 +186,12 @@ class VideoWriter:
             )
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         frame.pts = self.frames
+        first = self.frames == 0
+        caller = _thread_scheduling() if first else None
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
+        if first:  # the encoder opens (and starts its threads) on the first frame
+            _undo_encoder_realtime(caller)
         self.frames += 1
         return self.frames - 1
 

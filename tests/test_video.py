@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,46 @@ def test_abort_and_bad_frames_leave_no_file(tmp_path):
     with pytest.raises(RecorderError, match="no frames"):
         encode_video(path, [[]], fps=30)
     assert list(tmp_path.iterdir()) == []
+
+
+def _policies() -> dict[int, tuple[int, int]]:
+    out = {}
+    for t in os.listdir("/proc/self/task"):
+        try:
+            out[int(t)] = (os.sched_getscheduler(int(t)), os.sched_getparam(int(t)).sched_priority)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="needs Linux scheduling calls")
+def test_encoding_leaves_no_thread_real_time_and_the_caller_as_it_was(tmp_path):
+    """SVT-AV1 run as root puts its threads and the caller at SCHED_FIFO 99, which would starve the
+    control loop; the writer puts them back. The caller here runs at FIFO 20, as a loop thread would."""
+    import threading
+
+    from recorder.video import AV1, VideoOptions, VideoWriter, available_codecs
+
+    if AV1 not in available_codecs():
+        pytest.skip("PyAV's FFmpeg has no libsvtav1")
+    seen: dict[str, object] = {}
+
+    def encode():
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
+        except PermissionError:
+            pass
+        seen["before"] = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+        w = VideoWriter(tmp_path / "v.mp4", 30, 64, 48, VideoOptions(codec="av1"))
+        for i in range(12):
+            w.write(np.full((48, 64, 3), i * 20, np.uint8))
+        seen["caller"] = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+        seen["others"] = {tid: p for tid, p in _policies().items() if tid != threading.get_native_id()}
+        w.close()
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+    t = threading.Thread(target=encode)
+    t.start()
+    t.join()
+    assert seen["caller"] == seen["before"]
+    assert all(p == (os.SCHED_OTHER, 0) for p in seen["others"].values()), seen["others"]
