@@ -264,6 +264,7 @@ class QuickPolicy:
         self._seed: int | None = None
         self.located: list = []  # per trial: what the locator found (for the report)
         self.locator_info: dict = {}
+        self.snapshots: list = []
 
     @property
     def needs_reference(self) -> bool:
@@ -347,9 +348,12 @@ def _phase_rows(e: QuickEpisode, tracker: PhaseTracker) -> np.ndarray:
 
 
 def train_quick(eps: Sequence[QuickEpisode], task: str, cfg: QuickConfig, *, reference=None,
-                progress: Callable[[float], None] | None = None, should_stop: Callable[[], bool] | None = None
-                ) -> QuickPolicy:
-    """Train the quick policy on ``eps`` (all of them: choose the takes before)."""
+                progress: Callable[[float], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                snapshots_s: Sequence[float] = ()) -> QuickPolicy:
+    """Train the quick policy on ``eps`` (all of them: choose the takes before).
+
+    ``snapshots_s``: training seconds at which a copy of the weights is kept (``policy.snapshots``:
+    (seconds, steps, state)): the same run seen at earlier minutes, for a success-vs-time curve."""
     from rig.train.trainer import pick_device, start_pose
 
     if not eps:
@@ -421,9 +425,13 @@ def train_quick(eps: Sequence[QuickEpisode], task: str, cfg: QuickConfig, *, ref
     ema = None
     done = 0
     deadline = None if cfg.steps is not None else t0 + 1.3 * cfg.budget_s  # a machine that got slower
+    marks = sorted(snapshots_s)
+    snaps: list[tuple[float, int, dict]] = []
     for s in range(steps):
         if (should_stop is not None and should_stop()) or (deadline is not None and time.monotonic() > deadline):
             break
+        while marks and time.monotonic() - t0 >= marks[0]:
+            snaps.append((marks.pop(0), s, {k: v.detach().clone().cpu() for k, v in net.state_dict().items()}))
         warm = max(1, steps // 20)
         lr = cfg.lr * (s + 1) / warm if s < warm else cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(
             math.pi * (s - warm) / max(1, steps - warm))))
@@ -442,6 +450,7 @@ def train_quick(eps: Sequence[QuickEpisode], task: str, cfg: QuickConfig, *, ref
     policy = QuickPolicy(net, stats, cfg, pcfg, joints, task, start_pose(starts), done, time.monotonic() - t0,
                          sorted(e.index for e in eps), losses, reference=reference)
     policy.locator_info = {k: v for k, v in loc_info.items() if isinstance(v, str | list)}
+    policy.snapshots = [(m, n, {**policy.state(), "net": w, "steps": n}) for m, n, w in snaps]
     return policy
 
 
