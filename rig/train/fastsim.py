@@ -36,6 +36,43 @@ def fast_trials(policy_state: dict, task: str, seeds: list[int], seconds: float 
     return [FastTrial(**r) for r in rows]
 
 
+def replay_takes(task: str, takes: list[tuple[int, int, np.ndarray, np.ndarray]], config: str = "sim-aloha"
+                 ) -> dict[int, bool]:
+    """Replay each take's recorded actions, on time, from its world seed: (index, seed, start q,
+    actions) -> whether they do the task. A take labelled failure whose actions do the task was cut
+    short or judged late (a world that fell behind real time while recording), not badly shown."""
+    from rig.sim.reference import in_render_process
+
+    return in_render_process(_replay, task, takes, config)
+
+
+class _Replay:
+    def __init__(self, k: int, n: int, start_q: np.ndarray, action: np.ndarray):
+        from rig.train.data import action_chunks
+        from rig.train.model import PolicyConfig
+
+        self.cfg = PolicyConfig(n=n, k=k, cameras=(), image_hw=(60, 80))
+        self.start_q = start_q
+        self.chunks = action_chunks(action, k)
+        self.clock = None
+
+    def predict_chunk(self, images, q, dq):
+        return self.chunks[min(int(round(self.clock() * 50.0)), len(self.chunks) - 1)]
+
+
+def _replay(task: str, takes: list, config: str) -> dict[int, bool]:
+    from rig.config import load_config
+
+    cfg = load_config(config)
+    clock = [0.0]
+    out = {}
+    for index, seed, start_q, action in takes:
+        p = _Replay(20, action.shape[1], start_q, action)
+        p.clock = lambda: clock[0]
+        out[index] = _trial(p, cfg, task, seed, len(action) / cfg.rate_hz + 1.0, clock).success
+    return out
+
+
 def _policy_from_state(state: dict):
     if state.get("kind") == "scripted":
         from rig.train.rollout import ScriptedPolicy

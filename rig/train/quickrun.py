@@ -55,6 +55,7 @@ class QuickRunConfig:
     leave_out: bool = False  # measure each group of takes that hurt
     target: float = TARGET_RATE
     keep_all: bool = False  # train on every kept take, the ones that hurt included
+    replay_check: bool = True  # simulated rig: replay the takes labelled failure (are their actions wrong?)
 
 
 def takes_that_hurt(eps: list[QuickEpisode]) -> dict[str, dict[int, str]]:
@@ -151,10 +152,23 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
         raise TrainError("these takes carry no success label and their task has no success check, so closed-loop "
                          "success cannot be measured: record on the simulated rig (transfer_cube, insertion), or "
                          "train with --fast-trials 0 --no-curve for the action errors only")
-    if not any(e.success for e in eps) and not rc.keep_all:
+    hurt = takes_that_hurt(eps)
+    if rc.replay_check and sim_task is not None and hurt["failure"]:
+        from rig.train.fastsim import replay_takes
+
+        t1 = time.monotonic()
+        failed = [e for e in eps if e.index in hurt["failure"] and e.seed is not None]
+        done = replay_takes(sim_task, [(e.index, int(e.seed), e.q[0], e.action) for e in failed])
+        rep["replayed_failures"] = {str(i): ok for i, ok in done.items()}
+        for i, ok in done.items():
+            if ok:  # the actions do the task: the world was judged before it got there
+                del hurt["failure"][i]
+            else:
+                hurt["failure"][i] += "; its actions, replayed on time, do not do it either"
+        rep["timings"]["replay_s"] = round(time.monotonic() - t1, 1)
+    if not rc.keep_all and not any(e.success for e in eps) and len(hurt["failure"]) == len(eps):
         raise TrainError(f"none of the {len(eps)} takes in {dataset} succeeded (the world's success check at the end of "
                          "each take), so there is nothing right to learn from: record takes that finish the task")
-    hurt = takes_that_hurt(eps)
     rep["takes_that_hurt"] = {g: {str(i): r for i, r in d.items()} for g, d in hurt.items()}
     drop = set() if rc.keep_all else {i for g in ("retried grasp", "failure", "outlier") for i in hurt[g]}
     train_eps = [e for e in eps if e.index not in drop]
