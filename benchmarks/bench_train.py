@@ -198,16 +198,17 @@ def bench_quick(src: Path, budget: float, minutes: list[float], takes: list[int]
     from rig.sim.reference import capture_reference
     from rig.train.fastsim import LABEL, fast_trials
     from rig.train.quick import QuickConfig, load_quick_episodes, train_quick
-    from rig.train.quickrun import takes_that_hurt
+    from rig.train.quickrun import judge_takes
     from rig.train.rollout import ScriptedPolicy, evaluate_in_sim
 
     seeds = list(range(1000, 1000 + fast))
     eps = load_quick_episodes(src, "transfer_cube")
-    hurt = takes_that_hurt(eps)
+    hurt, replayed = judge_takes(eps, "transfer_cube")
     drop = {i for g in ("retried grasp", "failure", "outlier") for i in hurt[g]}
     usable = [e for e in eps if e.index not in drop]
     out: dict = {"takes_recorded": len(eps), "takes_used": [e.index for e in usable],
                  "left_out": {g: sorted(d) for g, d in hurt.items()}, "fast_seeds": seeds,
+                 "replayed_failures": replayed, "load_at_start": os.getloadavg(),
                  "realtime_seeds": list(range(1000, 1000 + trials)), "budget_s": budget}
     ref = capture_reference("transfer_cube", start_q=np.median([e.q[0] for e in usable], 0))
 

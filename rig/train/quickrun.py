@@ -81,6 +81,25 @@ def takes_that_hurt(eps: list[QuickEpisode]) -> dict[str, dict[int, str]]:
     return out
 
 
+def judge_takes(eps: list[QuickEpisode], sim_task: str | None) -> tuple[dict[str, dict[int, str]], dict[int, bool]]:
+    """:func:`takes_that_hurt`, and on the simulated rig (``sim_task``) each take labelled failure
+    replayed on time from its seed: one whose actions do the task is not a failure (the world fell
+    behind real time while recording and was judged before it got there)."""
+    hurt = takes_that_hurt(eps)
+    done: dict[int, bool] = {}
+    if sim_task is not None and hurt["failure"]:
+        from rig.train.fastsim import replay_takes
+
+        failed = [e for e in eps if e.index in hurt["failure"] and e.seed is not None]
+        done = replay_takes(sim_task, [(e.index, int(e.seed), e.q[0], e.action) for e in failed])
+        for i, ok in done.items():
+            if ok:
+                del hurt["failure"][i]
+            else:
+                hurt["failure"][i] += "; its actions, replayed on time, do not do it either"
+    return hurt, done
+
+
 def _as_episode(e: QuickEpisode):
     from rig.train.data import EpisodeData
 
@@ -152,19 +171,10 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
         raise TrainError("these takes carry no success label and their task has no success check, so closed-loop "
                          "success cannot be measured: record on the simulated rig (transfer_cube, insertion), or "
                          "train with --fast-trials 0 --no-curve for the action errors only")
-    hurt = takes_that_hurt(eps)
-    if rc.replay_check and sim_task is not None and hurt["failure"]:
-        from rig.train.fastsim import replay_takes
-
-        t1 = time.monotonic()
-        failed = [e for e in eps if e.index in hurt["failure"] and e.seed is not None]
-        done = replay_takes(sim_task, [(e.index, int(e.seed), e.q[0], e.action) for e in failed])
-        rep["replayed_failures"] = {str(i): ok for i, ok in done.items()}
-        for i, ok in done.items():
-            if ok:  # the actions do the task: the world was judged before it got there
-                del hurt["failure"][i]
-            else:
-                hurt["failure"][i] += "; its actions, replayed on time, do not do it either"
+    t1 = time.monotonic()
+    hurt, replayed = judge_takes(eps, sim_task if rc.replay_check else None)
+    if replayed:
+        rep["replayed_failures"] = {str(i): ok for i, ok in replayed.items()}
         rep["timings"]["replay_s"] = round(time.monotonic() - t1, 1)
     if not rc.keep_all and not any(e.success for e in eps) and len(hurt["failure"]) == len(eps):
         raise TrainError(f"none of the {len(eps)} takes in {dataset} succeeded (the world's success check at the end of "
