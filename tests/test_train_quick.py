@@ -62,63 +62,71 @@ def test_locator_finds_a_repainted_cube_against_a_live_reference_without_a_colou
 
 # ---- the gripper head and phase ------------------------------------------------------------------------
 
-def _take(index: int, rng: np.random.Generator, close_at: float, *, retry: bool = False, success: bool = True,
+def _take(index: int, rng: np.random.Generator, reach_s: float, *, retry: bool = False, success: bool = True,
           ticks: int = 300) -> QuickEpisode:
-    """A synthetic take: the left gripper closes at ``close_at``; the right one lets go 0.5 s later
-    (a handover); the arms do not move meanwhile, so only phase tells the two moments apart."""
+    """A synthetic take: the left arm reaches (its waist turns to 1 rad in ``reach_s``), the left
+    gripper closes 0.2 s after it arrives, the right gripper lets go 0.5 s after that (a handover).
+    The right gripper reads closed throughout and nothing moves during the hold: only phase tells
+    "just closed" from "held for half a second"."""
     t = np.arange(ticks) / 50.0
     q = np.zeros((ticks, 14), np.float32)
-    q[:, :6] = rng.normal(0, 0.2, 6)
-    q[:, 7:13] = rng.normal(0, 0.2, 6)
-    action = q.copy()
+    q[:, 0] = np.clip(t / reach_s, 0, 1)
+    close_at = reach_s + 0.2
+    action = np.concatenate([q[1:], q[-1:]])  # the command leads the state by a tick
     action[:, L_GRIP] = np.where(t < close_at, 1.0, 0.0)
     action[:, R_GRIP] = np.where(t < close_at + 0.5, 0.0, 1.0) + rng.normal(0, 0.03, ticks)
     if retry:  # the right gripper closed, opened, closed again before the handover
         action[:, R_GRIP] = np.where((t > 0.5) & (t < 1.0), 1.0, action[:, R_GRIP])
-    q[:, L_GRIP] = np.concatenate([[1.0], action[:-1, L_GRIP]])  # the state follows the action a tick late
-    q[:, R_GRIP] = 0.0  # a gripper that holds reads the same until it has let go: the state says nothing
+    q[:, L_GRIP] = np.concatenate([[1.0], action[:-1, L_GRIP]])
+    q[:, R_GRIP] = 0.0
+    dq = np.gradient(q, axis=0) * 50
     frame = np.full((24, 32, 3), 90, np.uint8)
     x = int(rng.integers(4, 26))
     frame[10:14, x:x + 4] = 200  # the object, somewhere else in every take
-    return QuickEpisode(index, index, success, q, np.zeros_like(q), action, t.astype(np.float32), frame, JOINTS)
+    return QuickEpisode(index, index, success, q, dq.astype(np.float32), action, t.astype(np.float32), frame, JOINTS)
 
 
 def test_the_gripper_is_decided_from_phase_not_averaged():
     rng = np.random.default_rng(0)
-    eps = [_take(i, rng, close_at=float(rng.uniform(2.0, 3.0))) for i in range(8)]
+    eps = [_take(i, rng, reach_s=float(rng.uniform(1.2, 2.6))) for i in range(10)]
     ref = np.full((24, 32, 3), 90, np.uint8)
-    cfg = QuickConfig(steps=400, hidden=64, layers=2, batch=128, lr=3e-3, k=5)
+    cfg = QuickConfig(steps=1000, hidden=64, layers=2, batch=128, lr=3e-3, k=5, q_noise=0.0)
     policy = train_quick(eps, "", cfg, reference=ref)
     levels = policy.stats.levels[1]
     assert levels[0] < 0.1 and levels[-1] > 0.9  # closed and open found in the takes' commands
     now = [0.0]
     policy.clock = lambda: now[0]
     policy.reset()
-    e = eps[0]
+    e = _take(99, rng, reach_s=1.9)  # a take it never saw
     img = e.first_frame[None]
-    held = e.q[int(2.0 * 50) + 40].copy()  # left closed, right still holding: nothing moves from here on
-    held[L_GRIP], held[R_GRIP] = 0.0, 0.0
-    start = e.q[0].copy()
-    policy.predict_chunk(img, start, np.zeros(14, np.float32))  # t = 0: left open
-    now[0] = 3.0
-    policy.predict_chunk(img, held, np.zeros(14, np.float32))  # the left gripper has just closed
-    now[0] = 3.1
-    soon = policy.predict_chunk(img, held, np.zeros(14, np.float32))[:, R_GRIP]
-    now[0] = 4.2
-    later = policy.predict_chunk(img, held, np.zeros(14, np.float32))[:, R_GRIP]
-    # the same state, two moments: hold first, then let go, and always one of the levels (decided)
-    assert np.all(np.isin(soon, levels)) and np.all(np.isin(later, levels))
-    assert soon[0] == levels[0], soon
-    assert later[-1] == levels[-1], later
+    left_closed_at, right, left_cmd = None, [], 1.0
+    for k in range(50):  # a prediction every 0.1 s along the take; the left gripper follows the policy's command
+        now[0] = 0.1 * k
+        q = e.q[5 * k].copy()
+        q[L_GRIP] = left_cmd
+        chunk = policy.predict_chunk(img, q, e.dq[5 * k])
+        left_cmd = chunk[4, L_GRIP]
+        if left_closed_at is None and chunk[0, L_GRIP] < 0.5:
+            left_closed_at = now[0]
+        right.append((now[0], chunk[:, R_GRIP]))
+    levels = policy.stats.levels[1]
+    assert all(np.all(np.isin(r, levels)) for _, r in right)  # always one of the levels: decided, never averaged
+    assert left_closed_at is not None and 1.0 <= left_closed_at <= 3.5, left_closed_at
+    # the right gripper's state never changes (it reads 0 throughout): only phase can open it, about 0.5 s
+    # after the left closed
+    opened = [t for t, r in right if r[0] == levels[-1]]
+    assert opened, right
+    assert 0.2 <= opened[0] - left_closed_at <= 1.5, (left_closed_at, opened[0])
+    assert all(r[0] == levels[0] for t, r in right if t < left_closed_at)
 
 
 # ---- the takes that hurt --------------------------------------------------------------------------------
 
 def test_takes_that_hurt_name_a_retried_grasp_and_a_failure():
     rng = np.random.default_rng(1)
-    eps = [_take(i, rng, 2.5) for i in range(5)]
-    eps.append(_take(5, rng, 2.5, retry=True))
-    eps.append(_take(6, rng, 2.5, success=False))
+    eps = [_take(i, rng, 2.0) for i in range(5)]
+    eps.append(_take(5, rng, 2.0, retry=True))
+    eps.append(_take(6, rng, 2.0, success=False))
     hurt = takes_that_hurt(eps)
     assert list(hurt["retried grasp"]) == [5]
     assert "right gripper closed 2 times (most takes: 1)" in hurt["retried grasp"][5]

@@ -36,6 +36,7 @@ nn = torch.nn
 
 PHASE_CLIP_S = 4.0  # times since a gripper event saturate here: only the first seconds matter
 TRIAL_S = 20.0  # time since start is scaled by this
+RATE_HZ = 50.0  # the rig's control rate: one action of a chunk per tick
 LOCATE_HW = (240, 320)  # the locating camera at full size: a 4 cm cube is ~6 px wide there
 OBJECTS = {"transfer_cube": ("box",), "insertion": ("peg", "socket")}
 
@@ -113,25 +114,27 @@ def load_quick_episodes(path, task: str | None, camera: str = "top", hw: tuple[i
 # ---- phase ------------------------------------------------------------------------------------------
 
 class PhaseTracker:
-    """Time since the trial started and, per gripper, since it last closed / opened.
+    """Time since the trial started and, per gripper, since it was last *commanded* closed / open.
 
-    The same code runs over a recorded take (every tick) and live (at every prediction)."""
+    The command, not the measured opening: a gripper holding a cube reads about as open as one
+    starting a take, while the command says plainly "closed". The same code runs over a recorded
+    take (every tick, the action sent the tick before) and live (at every prediction, the policy's
+    own last command)."""
 
-    def __init__(self, grip_idx: Sequence[int], thresholds: Sequence[float]):
-        self.grip_idx = list(grip_idx)
-        self.thr = np.asarray(thresholds, np.float64)
+    def __init__(self, n_grip: int):
+        self.n_grip = n_grip
         self.reset()
 
     def reset(self) -> None:
         self.t0: float | None = None
         self.closed: np.ndarray | None = None
-        self.since = np.zeros(len(self.grip_idx))  # time of the last change of each gripper
+        self.since = np.zeros(self.n_grip)  # time of the last change of each gripper
 
-    def __call__(self, t: float, q: np.ndarray) -> np.ndarray:
+    def __call__(self, t: float, closed: np.ndarray) -> np.ndarray:
         if self.t0 is None:
             self.t0 = t
             self.since[:] = t
-        closed = q[self.grip_idx] < self.thr
+        closed = np.asarray(closed, bool)
         if self.closed is not None:
             self.since[closed != self.closed] = t
         self.closed = closed
@@ -141,7 +144,7 @@ class PhaseTracker:
 
     @property
     def size(self) -> int:
-        return 1 + 2 * len(self.grip_idx)
+        return 1 + 2 * self.n_grip
 
 
 # ---- the network ------------------------------------------------------------------------------------
@@ -175,6 +178,12 @@ def gripper_levels(values: np.ndarray, n: int) -> np.ndarray:
     return np.sort(c)
 
 
+def _closed_below(levels: np.ndarray) -> float:
+    """A command counts as "closed" below the midpoint of the lowest level and the next distinct one."""
+    above = levels[levels > levels[0] + 0.05]
+    return float((levels[0] + (above[0] if len(above) else levels[0] + 0.5)) / 2)
+
+
 @dataclass
 class QuickStats:
     """Normalization and the gripper levels (everything but the weights)."""
@@ -188,7 +197,7 @@ class QuickStats:
     obj_mean: np.ndarray
     obj_std: np.ndarray
     levels: np.ndarray  # (n_grip, L)
-    thresholds: np.ndarray  # (n_grip,) closed below this
+    thresholds: np.ndarray  # (n_grip,) a gripper command below this closes it
 
     def to_dict(self) -> dict:
         return {k: np.asarray(v).tolist() for k, v in asdict(self).items()}
@@ -262,8 +271,10 @@ class QuickPolicy:
         g = np.array(self.joints.gripper)
         self.grip_idx = np.flatnonzero(g)
         self.arm_idx = np.flatnonzero(~g)
-        self.phase = PhaseTracker(self.grip_idx, self.stats.thresholds)
+        self.phase = PhaseTracker(len(self.grip_idx))
         self._obj: np.ndarray | None = None
+        self._chunk: np.ndarray | None = None  # the last prediction and when: the grippers' commands
+        self._t_chunk = 0.0
         self._seed: int | None = None
         self.located: list = []  # per trial: what the locator found (for the report)
         self.locator_info: dict = {}
@@ -277,6 +288,7 @@ class QuickPolicy:
         """A new trial: time starts again, the objects are located again from the next frame."""
         self.phase.reset()
         self._obj = None
+        self._chunk = None
         self._seed = seed
 
     def _objects(self, images: np.ndarray) -> np.ndarray:
@@ -294,18 +306,31 @@ class QuickPolicy:
         self.located.append({"seed": self._seed, "xy": got.xy.tolist(), "area": got.area.tolist()})
         return got.xy.ravel()
 
-    def features(self, t: float, q: np.ndarray, dq: np.ndarray, obj: np.ndarray) -> np.ndarray:
+    def features(self, t: float, q: np.ndarray, dq: np.ndarray, obj: np.ndarray, command: np.ndarray) -> np.ndarray:
+        """``command``: the grippers' last commanded values (the phase comes from them)."""
         s = self.stats
         return np.concatenate([(q - s.q_mean) / s.q_std, (dq - s.dq_mean) / s.dq_std,
-                               (obj - s.obj_mean) / s.obj_std, self.phase(t, q)]).astype(np.float32)
+                               (obj - s.obj_mean) / s.obj_std, self.phase(t, command < s.thresholds)]
+                              ).astype(np.float32)
+
+    def _command(self, t: float, q: np.ndarray) -> np.ndarray:
+        """What the grippers are commanded now: the element of the last chunk for this moment
+        (the loop sends the chunk's actions in order, one a tick); before any, where they are."""
+        if self._chunk is None:
+            return q[self.grip_idx]
+        j = min(len(self._chunk) - 1, max(0, int(round((t - self._t_chunk) * RATE_HZ)) - 1))
+        return self._chunk[j, self.grip_idx]
 
     def predict_chunk(self, images: np.ndarray, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
         if self._obj is None:
             self._obj = self._objects(images)
-        x = self.features(self.clock(), q, dq, self._obj)
+        t = self.clock()
+        x = self.features(t, q, dq, self._obj, self._command(t, q))
         with torch.no_grad():
             arm, grip = self.net(torch.from_numpy(x[None]))
-        return self.decode(q, arm[0].numpy(), grip[0].numpy())
+        self._chunk = self.decode(q, arm[0].numpy(), grip[0].numpy())
+        self._t_chunk = t
+        return self._chunk
 
     def decode(self, q: np.ndarray, arm: np.ndarray, grip_logits: np.ndarray) -> np.ndarray:
         s = self.stats
@@ -345,9 +370,12 @@ def _make_net(qcfg: QuickConfig, joints: JointInfo, stats: QuickStats) -> QuickN
 
 # ---- training -------------------------------------------------------------------------------------------
 
-def _phase_rows(e: QuickEpisode, tracker: PhaseTracker) -> np.ndarray:
+def _phase_rows(e: QuickEpisode, tracker: PhaseTracker, grip_idx: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Phase at every tick of a take, from the command sent the tick before (at the first tick,
+    the grippers' measured state, as live before the first prediction)."""
     tracker.reset()
-    return np.stack([tracker(float(t), q) for t, q in zip(e.t_s, e.q)])
+    cmd = np.concatenate([e.q[:1, grip_idx], e.action[:-1, grip_idx]])
+    return np.stack([tracker(float(t), c < thresholds) for t, c in zip(e.t_s, cmd)])
 
 
 def train_quick(eps: Sequence[QuickEpisode], task: str, cfg: QuickConfig, *, reference=None,
@@ -382,12 +410,11 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
     dq = np.concatenate([e.dq for e in eps])
     chunks = np.concatenate([action_chunks(e.action, cfg.k) for e in eps])  # (N, K, n)
     ep_row = np.concatenate([np.full(e.ticks, r) for r, e in enumerate(eps)])
-    lo, hi = np.percentile(q[:, grip_idx], 5, axis=0), np.percentile(q[:, grip_idx], 95, axis=0)
-    thresholds = (lo + hi) / 2
-    tracker = PhaseTracker(grip_idx, thresholds)
-    phase = np.concatenate([_phase_rows(e, tracker) for e in eps])
-    off = chunks[:, :, arm_idx] - q[:, None, arm_idx]
     levels = np.stack([gripper_levels(np.concatenate([e.action[:, i] for e in eps]), cfg.levels) for i in grip_idx])
+    thresholds = np.array([_closed_below(lv) for lv in levels])
+    tracker = PhaseTracker(len(grip_idx))
+    phase = np.concatenate([_phase_rows(e, tracker, grip_idx, thresholds) for e in eps])
+    off = chunks[:, :, arm_idx] - q[:, None, arm_idx]
     eps_ = 1e-3
     stats = QuickStats(q.mean(0), q.std(0) + eps_, dq.mean(0), dq.std(0) + eps_,
                        off.reshape(-1, len(arm_idx)).mean(0), off.reshape(-1, len(arm_idx)).std(0) + eps_,
@@ -475,11 +502,13 @@ def quick_errors(policy: QuickPolicy, eps: Sequence[QuickEpisode], every: int = 
     scale = policy.joints.scale
     errs, holds, means = [], [], []
     mean_a = np.concatenate([e.action for e in eps]).mean(0)
+    g = policy.grip_idx
     for e, o in zip(eps, obj):
         policy.phase.reset()
         ch = action_chunks(e.action, policy.cfg.k)
+        cmd = np.concatenate([e.q[:1, g], e.action[:-1, g]])
         for t in range(0, e.ticks, every):
-            x = policy.features(float(e.t_s[t]), e.q[t], e.dq[t], o)
+            x = policy.features(float(e.t_s[t]), e.q[t], e.dq[t], o, cmd[t])
             with torch.no_grad():
                 arm, grip = policy.net(torch.from_numpy(x[None]))
             pred = policy.decode(e.q[t], arm[0].numpy(), grip[0].numpy())
