@@ -104,11 +104,17 @@ def bench_latency(src: Path, work: Path, budget: float) -> dict:
         trainer.notify_new_episode()  # ...and the session tells the trainer
         fb = wait_for(trainer, lambda s: s.stage in has_result and s.episodes == 10, 900)
         t_feedback = time.monotonic() - t_stop
+        # the quick policy's first success estimate (takes with a success check and one success)
+        est = wait_for(trainer, lambda s: s.success_episodes == 10 or
+                       (s.state == "done" and s.episodes == 10 and s.success is None), 900)
+        t_estimate = time.monotonic() - t_stop if est.success is not None else None
         done = wait_for(trainer, lambda s: s.state == "done" and s.episodes == 10 and s.runs >= 2, 1800)
         t_done = time.monotonic() - t_stop
     rep = done.report or {}
     return {"episodes": 10, "budget_s": budget, "cold_first_feedback_9_episodes_s": round(cold_9, 1),
-            "stop_to_first_feedback_s": round(t_feedback, 1), "stop_to_learning_curve_s": round(t_done, 1),
+            "stop_to_first_feedback_s": round(t_feedback, 1),
+            "stop_to_first_success_estimate_s": None if t_estimate is None else round(t_estimate, 1),
+            "first_success_estimate": est.success and {k: est.success[k] for k in ("successes", "trials", "label")}, "stop_to_learning_curve_s": round(t_done, 1),
             "val_joint_error_deg": fb.val_joint_error_deg, "mean_action_error_deg": fb.mean_action_error_deg,
             "flagged": fb.flagged, "learning_curve": done.learning_curve, "projection": done.projection,
             "steps": rep.get("steps"), "timings": rep.get("timings"), "first_9": first.val_joint_error_deg}

@@ -62,6 +62,7 @@ class TrainStatus:
     takes_that_hurt: dict[str, dict[str, str]] = field(default_factory=dict)
     errors: dict[str, Any] | None = None  # secondary: action errors beside the two baselines
     first_estimate_s: float | None = None  # from the newest kept take to the first success estimate
+    success_episodes: int = 0  # kept takes the success figure was trained from
 
 
 def _idle(message: str) -> TrainStatus:
@@ -71,9 +72,10 @@ def _idle(message: str) -> TrainStatus:
 class BackgroundTrainer:
     def __init__(self, dataset_path: str | os.PathLike[str], task: str | None = None, *, budget_s: float = 45,
                  nice: int = 10, seed: int = 0, curve: bool = True, target: float | None = None, threads: int = 1,
-                 fast_trials: int = 10, confirm_trials: int = 0):
+                 fast_trials: int = 10, confirm_trials: int = 3):
         """``fast_trials``: the fast sim estimate of success after each pass (takes with a success
-        check); ``confirm_trials``: then as many real-time trials through the buses (0: none)."""
+        check); ``confirm_trials``: then as many real-time trials through the buses, in a world of
+        the training process's own (niced like it; 0: none)."""
         self.fast_trials = fast_trials
         self.confirm_trials = confirm_trials
         self.dataset_path = Path(dataset_path)
@@ -263,6 +265,7 @@ class _Worker:
                 hurt = rep.get("takes_that_hurt", {})
                 changes["flagged"] = sorted((int(i), f"{g}: {why}") for g, d in hurt.items() for i, why in d.items())
                 changes.update(success=s, success_curve=rep.get("curve"), takes_that_hurt=hurt,
+                               success_episodes=len(rep.get("episodes", [])),
                                message=f"success {s['successes']}/{s['trials']} ({s['label']})")
                 if stage == "estimated":  # the first success figure of this pass: how long after the take
                     changes["first_estimate_s"] = round((time.monotonic_ns() - t_take) / 1e9, 1) if t_take else None
