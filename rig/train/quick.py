@@ -60,6 +60,10 @@ class QuickConfig:
     n_objects: int = 1
     privileged: bool = False  # true object positions (simulated rig: the ceiling)
     device: str = "cpu"
+    # Arm joints as offsets from the present state (the default: with few takes the state guides the
+    # reach to the object; measured: grasps landed) or absolute targets (as ACT: no drift during a
+    # hold, but with 14 takes the reach ignored the object).
+    absolute: bool = False
     # One thread: an MLP step is ~10 ms; on a shared 2-core machine a second OpenMP thread spins
     # against the other processes and was measured 17x slower per step (227 ms against 13 ms).
     threads: int = 1
@@ -192,7 +196,7 @@ class QuickStats:
     q_std: np.ndarray
     dq_mean: np.ndarray
     dq_std: np.ndarray
-    d_mean: np.ndarray  # arm offsets
+    d_mean: np.ndarray  # arm targets (absolute) or offsets from the state
     d_std: np.ndarray
     obj_mean: np.ndarray
     obj_std: np.ndarray
@@ -335,7 +339,8 @@ class QuickPolicy:
     def decode(self, q: np.ndarray, arm: np.ndarray, grip_logits: np.ndarray) -> np.ndarray:
         s = self.stats
         out = np.empty((self.cfg.k, self.cfg.n), np.float32)
-        out[:, self.arm_idx] = q[self.arm_idx] + s.d_mean + arm * s.d_std
+        base = 0.0 if self.qcfg.absolute else q[self.arm_idx]
+        out[:, self.arm_idx] = base + s.d_mean + arm * s.d_std
         cls = grip_logits.argmax(-1)  # (k, n_grip)
         out[:, self.grip_idx] = np.take_along_axis(s.levels[None, :, :], cls[..., None], -1)[..., 0]
         return out
@@ -414,7 +419,7 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
     thresholds = np.array([_closed_below(lv) for lv in levels])
     tracker = PhaseTracker(len(grip_idx))
     phase = np.concatenate([_phase_rows(e, tracker, grip_idx, thresholds) for e in eps])
-    off = chunks[:, :, arm_idx] - q[:, None, arm_idx]
+    off = chunks[:, :, arm_idx] - (0.0 if cfg.absolute else q[:, None, arm_idx])
     eps_ = 1e-3
     stats = QuickStats(q.mean(0), q.std(0) + eps_, dq.mean(0), dq.std(0) + eps_,
                        off.reshape(-1, len(arm_idx)).mean(0), off.reshape(-1, len(arm_idx)).std(0) + eps_,
