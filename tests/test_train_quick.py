@@ -60,6 +60,23 @@ def test_locator_finds_a_repainted_cube_against_a_live_reference_without_a_colou
     assert not locate_by_difference(ref.frame, ref.frame, ref.arm_mask).found
 
 
+def test_locator_finds_both_insertion_objects_left_to_right():
+    from rig.sim.reference import render_take_starts
+    from rig.sim.scene import object_poses
+    from rig.train.locate import locate_by_difference
+
+    seeds = [3, 11, 19, 27, 35, 43]
+    ref, frames = render_take_starts("insertion", seeds, object_rgba=(0.15, 0.35, 0.85, 1.0))
+    got = [locate_by_difference(f, ref.frame, ref.arm_mask, n=2) for f in frames]
+    assert all(g.found for g in got)
+    for k, name in enumerate(("socket", "peg")):  # the socket lies at -x, left in the top view
+        px = np.array([g.xy[k] for g in got])
+        true = np.array([p.pos[:2] for s in seeds for p in object_poses("insertion", s) if p.name == name])
+        a = np.c_[px, np.ones(len(px))]
+        coef, *_ = np.linalg.lstsq(a, true, rcond=None)
+        assert np.abs(a @ coef - true).max() * 1000 < 3.0, name
+
+
 # ---- the gripper head and phase ------------------------------------------------------------------------
 
 def _take(index: int, rng: np.random.Generator, reach_s: float, *, retry: bool = False, success: bool = True,
