@@ -4,7 +4,14 @@ closed-loop success rate in the simulated world.
     python benchmarks/bench_train.py --dataset50 data/tc50.zarr --json bench_train.json
     python benchmarks/bench_train.py --record --data /tmp/bench-train      # records the data first
 
-Sections (all by default; pick with --only latency,loop,success,demo):
+    python benchmarks/bench_train.py --dataset50 data/tc50.zarr --only quick --json quick.json
+
+Sections (all by default; pick with --only quick,latency,loop,success,demo):
+- quick: the quick policy (``rig train``'s default), in one run: closed-loop success against
+  training minutes (snapshots of one --quick-budget run) and against takes (--takes, e.g. 10, 20,
+  50, each trained for the same step count), fast-sim estimates (--fast-trials, seeds 1000...)
+  and real-time trials through the emulated buses (--trials) for the full run, the privileged
+  ceiling, and the scripted demonstrations through the same trials, side by side.
 - latency: 10 kept episodes of 20 s. A BackgroundTrainer (nice 10, one thread, as beside a
   session) trains on 9; then the 10th is kept and notify_new_episode() called: the time until the
   status carries a result on 10 episodes is "stop to first feedback" (goal <= 60 s). The cold
@@ -97,11 +104,17 @@ def bench_latency(src: Path, work: Path, budget: float) -> dict:
         trainer.notify_new_episode()  # ...and the session tells the trainer
         fb = wait_for(trainer, lambda s: s.stage in has_result and s.episodes == 10, 900)
         t_feedback = time.monotonic() - t_stop
+        # the quick policy's first success estimate (takes with a success check and one success)
+        est = wait_for(trainer, lambda s: s.success_episodes == 10 or
+                       (s.state == "done" and s.episodes == 10 and s.success is None), 900)
+        t_estimate = time.monotonic() - t_stop if est.success is not None else None
         done = wait_for(trainer, lambda s: s.state == "done" and s.episodes == 10 and s.runs >= 2, 1800)
         t_done = time.monotonic() - t_stop
     rep = done.report or {}
     return {"episodes": 10, "budget_s": budget, "cold_first_feedback_9_episodes_s": round(cold_9, 1),
-            "stop_to_first_feedback_s": round(t_feedback, 1), "stop_to_learning_curve_s": round(t_done, 1),
+            "stop_to_first_feedback_s": round(t_feedback, 1),
+            "stop_to_first_success_estimate_s": None if t_estimate is None else round(t_estimate, 1),
+            "first_success_estimate": est.success and {k: est.success[k] for k in ("successes", "trials", "label")}, "stop_to_learning_curve_s": round(t_done, 1),
             "val_joint_error_deg": fb.val_joint_error_deg, "mean_action_error_deg": fb.mean_action_error_deg,
             "flagged": fb.flagged, "learning_curve": done.learning_curve, "projection": done.projection,
             "steps": rep.get("steps"), "timings": rep.get("timings"), "first_9": first.val_joint_error_deg}
@@ -181,6 +194,75 @@ def bench_success(src: Path, budgets: list[float | int], trials: int, seconds: f
     return out
 
 
+def bench_quick(src: Path, budget: float, minutes: list[float], takes: list[int], fast: int, trials: int,
+                seconds: float) -> dict:
+    """The quick policy: success vs training minutes and vs takes, beside the demonstrations."""
+    import dataclasses
+
+    import numpy as np
+
+    from rig.sim.reference import capture_reference
+    from rig.train.fastsim import LABEL, fast_trials
+    from rig.train.quick import QuickConfig, load_quick_episodes, train_quick
+    from rig.train.quickrun import judge_takes
+    from rig.train.rollout import ScriptedPolicy, evaluate_in_sim
+
+    seeds = list(range(1000, 1000 + fast))
+    eps = load_quick_episodes(src, "transfer_cube")
+    hurt, replayed = judge_takes(eps, "transfer_cube")
+    drop = {i for g in ("retried grasp", "failure", "outlier") for i in hurt[g]}
+    usable = [e for e in eps if e.index not in drop]
+    out: dict = {"takes_recorded": len(eps), "takes_used": [e.index for e in usable],
+                 "left_out": {g: sorted(d) for g, d in hurt.items()}, "fast_seeds": seeds,
+                 "replayed_failures": replayed, "load_at_start": os.getloadavg(),
+                 "realtime_seeds": list(range(1000, 1000 + trials)), "budget_s": budget}
+    ref = capture_reference("transfer_cube", start_q=np.median([e.q[0] for e in usable], 0))
+
+    def rate(state) -> dict:
+        rows = fast_trials(state, "transfer_cube", seeds, seconds)
+        return {"successes": sum(r.success for r in rows), "trials": len(rows),
+                "outcomes": {r.seed: r.success for r in rows}, "label": LABEL}
+
+    # one run of the full budget on every usable take, seen at earlier minutes too
+    cfg = QuickConfig(budget_s=budget)
+    t0 = time.monotonic()
+    policy = train_quick(usable, "transfer_cube", cfg, reference=ref, snapshots_s=[60 * m for m in minutes])
+    print(f"  full run: {policy.steps} steps in {policy.train_s:.0f} s on {len(usable)} takes", flush=True)
+    out["vs_minutes"] = []
+    for m_s, steps, state in policy.snapshots + [(policy.train_s, policy.steps, policy.state())]:
+        r = rate(state)
+        out["vs_minutes"].append({"minutes": round(m_s / 60, 2), "steps": steps, **r})
+        print(f"  {m_s / 60:.1f} min ({steps} steps): {r['successes']}/{r['trials']} {LABEL}", flush=True)
+    out["full_train_wall_s"] = round(time.monotonic() - t0, 1)
+    # the same recipe and step count on the first N takes
+    fixed = dataclasses.replace(cfg, steps=policy.steps)
+    out["vs_takes"] = []
+    for n in takes:
+        if n >= len(usable):
+            sub_eps, p = usable, policy
+        else:
+            sub_eps = [e for e in eps[:n] if e.index not in drop]
+            p = train_quick(sub_eps, "transfer_cube", fixed, reference=ref)
+        r = rate(p.state())
+        out["vs_takes"].append({"takes_recorded": min(n, len(eps)), "takes_used": len(sub_eps), **r})
+        print(f"  {n} takes ({len(sub_eps)} used): {r['successes']}/{r['trials']}", flush=True)
+    ceiling = train_quick(usable, "transfer_cube", dataclasses.replace(fixed, privileged=True))
+    out["privileged_ceiling"] = {**rate(ceiling.state()), "label": f"privileged ceiling: true object positions, {LABEL}"}
+    print(f"  privileged ceiling: {out['privileged_ceiling']['successes']}/{fast}", flush=True)
+    out["demonstrations_fast"] = rate({"kind": "scripted", "task": "transfer_cube"})
+    if trials:
+        res = evaluate_in_sim(policy, "transfer_cube", trials, 1000, seconds,
+                              progress=lambda i, r: print(f"    real-time trial {i}: {'ok' if r.success else '--'}",
+                                                          flush=True))
+        out["realtime"] = {"successes": res.successes, "trials": res.trials, "rate": res.rate,
+                           "outcomes": {t.seed: t.success for t in res.per_trial},
+                           "label": "real-time trials through the emulated buses"}
+        demo = evaluate_in_sim(ScriptedPolicy("transfer_cube"), "transfer_cube", trials, 1000, seconds)
+        out["demonstrations_realtime"] = {"successes": demo.successes, "trials": demo.trials,
+                                          "outcomes": {t.seed: t.success for t in demo.per_trial}}
+    return out
+
+
 def bench_demo(trials: int, seconds: float) -> dict:
     from rig.train.rollout import ScriptedPolicy, evaluate_in_sim
 
@@ -198,7 +280,11 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path("/tmp/bench-train"))
     ap.add_argument("--dataset50", type=Path, default=None, help="50 scripted transfer-cube episodes of 20 s")
     ap.add_argument("--record", action="store_true", help="record the dataset first (about 20 min)")
-    ap.add_argument("--only", default="latency,loop,success,demo")
+    ap.add_argument("--only", default="quick,latency,loop,success,demo")
+    ap.add_argument("--quick-budget", type=float, default=600.0, help="quick: seconds of the full training run")
+    ap.add_argument("--minutes", default="1,2.5,5", help="quick: snapshots of the full run (minutes)")
+    ap.add_argument("--takes", default="10,20,50", help="quick: takes of the success-vs-takes curve")
+    ap.add_argument("--fast-trials", type=int, default=20, help="quick: fast-sim trials per point")
     ap.add_argument("--budget", type=float, default=45.0)
     ap.add_argument("--long-steps", type=int, default=8000, help="the longer run: a fixed step count")
     ap.add_argument("--skip-quick", action="store_true", help="success: only the longer run")
@@ -214,6 +300,13 @@ def main() -> int:
     only = set(args.only.split(","))
     res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                              "loadavg_at_start": os.getloadavg()}, "dataset": str(src)}
+    if "quick" in only:
+        print("quick: the quick policy, success vs minutes and vs takes", flush=True)
+        res["quick"] = bench_quick(src, args.quick_budget, [float(m) for m in args.minutes.split(",") if m],
+                                   [int(n) for n in args.takes.split(",") if n], args.fast_trials, args.trials,
+                                   args.trial_seconds)
+        if args.json:  # the longest section: keep its figures even if a later one fails
+            args.json.write_text(json.dumps(res, indent=1, default=str))
     if "latency" in only:
         print("latency: 10 episodes, background trainer", flush=True)
         res["latency"] = bench_latency(src, args.data, args.budget)

@@ -95,7 +95,8 @@ def test_background_trainer_waits_for_two_episodes(tmp_path):
 
 def test_rig_train_headless_writes_a_report(sim_dataset, tmp_path):
     out = tmp_path / "report.json"
-    r = subprocess.run([sys.executable, "-m", "rig", "train", str(sim_dataset), "--steps", "20", "--no-curve",
+    r = subprocess.run([sys.executable, "-m", "rig", "train", str(sim_dataset), "--policy", "visuomotor", "--steps", "20",
+                        "--no-curve",
                         "--json", str(out), "--save", str(tmp_path / "policy.pt")],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -107,7 +108,8 @@ def test_rig_train_headless_writes_a_report(sim_dataset, tmp_path):
 
 def test_rig_train_with_keypoints_ensembling_and_the_demonstration_reference(sim_dataset, tmp_path):
     out = tmp_path / "report.json"
-    r = subprocess.run([sys.executable, "-m", "rig", "train", str(sim_dataset), "--steps", "5", "--no-curve",
+    r = subprocess.run([sys.executable, "-m", "rig", "train", str(sim_dataset), "--policy", "visuomotor", "--steps", "5",
+                        "--no-curve",
                         "--keypoints", "4", "--no-velocity", "--eval-trials", "1", "--eval-seconds", "12",
                         "--ensemble", "0.01", "--eval-demo", "--json", str(out)],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -139,6 +141,7 @@ def test_too_few_episodes_is_a_clear_error(sim_dataset, tmp_path):
     ds = Dataset(path)
     for i in ds.indices()[1:]:
         ds.discard(i)
-    r = subprocess.run([sys.executable, "-m", "rig", "train", str(path), "--steps", "2"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "rig", "train", str(path), "--policy", "visuomotor", "--steps", "2"],
+                       capture_output=True,
                        text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 2 and "at least 2 kept episodes" in r.stderr

@@ -14,8 +14,28 @@ def register(subparsers) -> None:
     p.add_argument("dataset", type=Path, help="dataset directory (zarr)")
     p.add_argument("--task", default=None, help="only episodes of this task (sim: also the task evaluated)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report as JSON")
-    p.add_argument("--budget", type=float, default=45.0, metavar="S",
-                   help="training seconds of the main run (default 45); the learning curve repeats its step count")
+    p.add_argument("--policy", choices=("quick", "visuomotor"), default="quick",
+                   help="quick (default): objects located in the first frame, joint state, phase, a decided gripper; "
+                        "success measured closed-loop. visuomotor: the end-to-end CNN policy on every camera frame")
+    p.add_argument("--budget", type=float, default=None, metavar="S",
+                   help="training seconds of the main run (default: quick 180, visuomotor 45); the curve repeats its "
+                        "step count")
+    p.add_argument("--fast-trials", type=int, default=10, metavar="N",
+                   help="quick: trials of the fast estimate (a direct MuJoCo loop, faster than real time) on unseen "
+                        "seeds, for the success figure and the success-vs-takes curve (default 10; 0: none)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="quick, simulated rig: also the privileged ceiling (the same policy given the true object "
+                        "positions)")
+    p.add_argument("--leave-out", action="store_true",
+                   help="quick: retrain without each group of takes that hurt and report the success of each")
+    p.add_argument("--keep-all-takes", action="store_true",
+                   help="quick: train on every kept take (retried grasps, failures and outliers are left out by default)")
+    p.add_argument("--locator", default="difference", metavar="HOW",
+                   help="quick: how objects are located: difference (default; against an empty-scene reference, no "
+                        "colour) or colour:red|green|blue (an explicit colour prior)")
+    p.add_argument("--camera", default="top", help="quick: the fixed camera that locates the objects (default top)")
+    p.add_argument("--target-rate", type=float, default=0.8, metavar="R",
+                   help="quick: success rate the projection aims at (default 0.8)")
     p.add_argument("--steps", type=int, default=None, help="a fixed step count instead of a time budget (reproducible)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only-success", action="store_true", help="only episodes labelled successful")
@@ -79,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     torch = require_torch()
     if args.threads:
         torch.set_num_threads(args.threads)
+    _check_dataset(args.dataset)
+    if args.policy == "quick":
+        return run_quick(args)
+    if args.budget is None:
+        args.budget = 45.0
     from rig.train.data import EpisodeCache
     from rig.train.pipeline import run_pipeline
     from rig.train.trainer import TrainConfig
@@ -132,3 +157,117 @@ def run(args: argparse.Namespace) -> int:
         print(f"policy: {args.save}")
     sys.stdout.flush()
     return 0
+
+
+def _check_dataset(path: Path) -> None:
+    from recorder import Dataset
+    from rig.train import TrainError
+
+    if not (Path(path) / "zarr.json").exists():
+        raise TrainError(f"{path} is not a dataset (no zarr.json): give the directory `rig record` wrote")
+    infos = [e for e in Dataset(path).episodes() if e.status == "complete"]
+    if infos and not any(e.stream_counts.get("joints", 0) for e in infos):
+        raise TrainError(f"{path} has no joint streams in its kept takes; check them with `rig inspect`")
+
+
+def run_quick(args: argparse.Namespace) -> int:
+    """`rig train --policy quick` (the default): success first."""
+    from rig.train import TrainError
+    from rig.train.quick import QuickConfig
+    from rig.train.quickrun import QuickRunConfig, run_quick, summary_lines
+    from rig.train.trainer import pick_device
+
+    if args.ensemble is not None or args.keypoints:
+        raise TrainError("--ensemble and --keypoints belong to --policy visuomotor")
+    if args.eval_demo and args.eval_trials <= 0:
+        raise TrainError("--eval-demo acts on the closed-loop trials: add --eval-trials N")
+    device = pick_device(args.device)  # --device cuda without a GPU: one clear line
+    budget = args.budget if args.budget is not None else (600.0 if device.startswith("cuda") else 180.0)
+    locator = args.locator
+    if locator != "difference" and not locator.startswith("colour:"):
+        raise TrainError(f"unknown --locator {locator!r}: difference, or colour:red|green|blue (an explicit colour prior)")
+    qc = QuickConfig(seed=args.seed, budget_s=budget, steps=args.steps, device=device, camera=args.camera,
+                     locator=locator, n_objects=2 if (args.task == "insertion") else 1,
+                     hidden=1024 if device.startswith("cuda") else 512)
+    rc = QuickRunConfig(quick=qc, fast_trials=max(0, args.fast_trials), seed0=args.eval_seed,
+                        curve=not args.no_curve and args.fast_trials > 0, ceiling=args.ceiling,
+                        leave_out=args.leave_out, target=args.target_rate, keep_all=args.keep_all_takes)
+    if args.eval_seconds:
+        rc.trial_s = args.eval_seconds
+    how = f"{args.steps} steps" if args.steps else f"budget {budget:g} s"
+    print(f"quick-train ({args.policy}) on {args.dataset} ({how}, {device}, seed {args.seed})", flush=True)
+    t0 = time.monotonic()
+    last = [""]
+
+    def progress(stage: str, frac: float, rep: dict) -> None:
+        if stage != last[0]:
+            last[0] = stage
+            line = f"[{time.monotonic() - t0:6.1f} s] {stage}"
+            if stage == "estimated" and rep.get("success"):
+                s = rep["success"]
+                line += f": {s['successes']}/{s['trials']} ({s['label']})"
+            print(line, flush=True)
+
+    if args.task is None:
+        args.task = _task_of(args.dataset)
+        if args.task == "insertion":
+            qc = QuickConfig(**{**qc.__dict__, "n_objects": 2})
+            rc.quick = qc
+    report, policy = run_quick(args.dataset, args.task, rc, progress=progress)
+    if args.eval_trials > 0 and policy is not None:
+        from rig.train.rollout import evaluate_in_sim
+
+        task = report["task"]
+        print(f"real-time trials through the buses: {args.eval_trials} trials of {task}", flush=True)
+
+        def trial(i, r) -> None:
+            outcome = f"success at {r.t_success_s:.1f} s" if r.success else "failure"
+            print(f"  trial {i + 1} (seed {r.seed}): {outcome}", flush=True)
+
+        res = evaluate_in_sim(policy, task, args.eval_trials, args.eval_seed, rc.trial_s, progress=trial)
+        report["success_realtime"] = {**res.to_dict(), "label": "real-time trials through the emulated buses",
+                                      "rate": res.rate}
+        report["success_realtime"]["per_trial"] = [{"seed": t.seed, "success": t.success,
+                                                    "t_success_s": t.t_success_s} for t in res.per_trial]
+        report["locator"]["live"] = policy.located[-args.eval_trials:]
+        if args.eval_demo:
+            from rig.train.rollout import ScriptedPolicy
+
+            demo = evaluate_in_sim(ScriptedPolicy(task), task, args.eval_trials, args.eval_seed, rc.trial_s,
+                                   progress=trial)
+            report["demonstrations"] = {"successes": demo.successes, "trials": demo.trials, "rate": demo.rate,
+                                        "seeds": demo.seeds}
+    print()
+    print("\n".join(summary_lines(report)))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1, default=_jsonable))
+        print(f"report: {args.json}")
+    if args.save is not None and policy is not None:
+        import torch
+
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(policy.state(), args.save)
+        print(f"policy: {args.save}")
+    sys.stdout.flush()
+    return 0
+
+
+def _task_of(path: Path) -> str | None:
+    from recorder import Dataset
+    from rig.sim.scene import TASKS
+
+    for e in Dataset(path).episodes():
+        if e.status == "complete" and e.task in TASKS:
+            return e.task
+    return None
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return str(x)

@@ -54,6 +54,15 @@ class TrainStatus:
     torch_threads: int = 0  # threads torch uses in the training process (1 beside a session)
     pid: int = 0  # the training process
     report: dict[str, Any] | None = None  # the full TrainReport of the latest pass (to_dict)
+    # success, the headline (the quick policy on takes with a success check)
+    success: dict[str, Any] | None = None  # {"label", "trials", "successes", "rate", "per_trial", ...}
+    success_curve: list[list[float]] | None = None  # [(takes, rate)]
+    success_projection: str | None = None  # "about N more takes to reach 80 %"
+    confirmed: dict[str, Any] | None = None  # real-time trials through the buses, when done
+    takes_that_hurt: dict[str, dict[str, str]] = field(default_factory=dict)
+    errors: dict[str, Any] | None = None  # secondary: action errors beside the two baselines
+    first_estimate_s: float | None = None  # from the newest kept take to the first success estimate
+    success_episodes: int = 0  # kept takes the success figure was trained from
 
 
 def _idle(message: str) -> TrainStatus:
@@ -62,7 +71,13 @@ def _idle(message: str) -> TrainStatus:
 
 class BackgroundTrainer:
     def __init__(self, dataset_path: str | os.PathLike[str], task: str | None = None, *, budget_s: float = 45,
-                 nice: int = 10, seed: int = 0, curve: bool = True, target: float | None = None, threads: int = 1):
+                 nice: int = 10, seed: int = 0, curve: bool = True, target: float | None = None, threads: int = 1,
+                 fast_trials: int = 10, confirm_trials: int = 3):
+        """``fast_trials``: the fast sim estimate of success after each pass (takes with a success
+        check); ``confirm_trials``: then as many real-time trials through the buses, in a world of
+        the training process's own (niced like it; 0: none)."""
+        self.fast_trials = fast_trials
+        self.confirm_trials = confirm_trials
         self.dataset_path = Path(dataset_path)
         self.task = task
         self.budget_s = float(budget_s)
@@ -88,7 +103,7 @@ class BackgroundTrainer:
         ctx = mp.get_context("spawn")
         self._cmd, self._out = ctx.Queue(), ctx.Queue()
         args = (str(self.dataset_path), self.task, self.budget_s, self.nice, self.seed, self.curve, self.target,
-                self.threads, os.getpid(), self._cmd, self._out)
+                self.threads, os.getpid(), self._cmd, self._out, self.fast_trials, self.confirm_trials)
         self._proc = ctx.Process(target=_worker_main, args=args, name="rig-quick-train", daemon=True)
         self._proc.start()
         self._status = _idle("quick-train starting")
@@ -157,11 +172,14 @@ def _limit_threads(n: int) -> None:
 
 
 def _worker_main(path: str, task: str | None, budget_s: float, nice: int, seed: int, curve: bool,
-                 target: float | None, threads: int, parent: int, cmd: Any, out: Any) -> None:
+                 target: float | None, threads: int, parent: int, cmd: Any, out: Any, fast_trials: int = 10,
+                 confirm_trials: int = 0) -> None:
     with contextlib.suppress(OSError):
         os.nice(nice)
     _limit_threads(threads)
-    _Worker(path, task, budget_s, seed, curve, target, threads, parent, cmd, out).run()
+    w = _Worker(path, task, budget_s, seed, curve, target, threads, parent, cmd, out)
+    w.fast_trials, w.confirm_trials = fast_trials, confirm_trials
+    w.run()
 
 
 class _Worker:
@@ -182,6 +200,8 @@ class _Worker:
                                         pid=os.getpid())
         self.runs = 0
         self._posted = 0.0
+        self.fast_trials = 10
+        self.confirm_trials = 0
 
     def post(self, force: bool = False, **changes: Any) -> None:
         self.last = dataclasses.replace(self.last, updated_ns=time.monotonic_ns(), **changes)
@@ -221,6 +241,52 @@ class _Worker:
                 msg = str(exc) or type(exc).__name__
                 self.post(force=True, state="error", progress=0.0, message=f"quick-train failed: {msg}")
 
+    def train_quick(self) -> bool:
+        """The quick policy and its success; False when the takes cannot measure success (then the
+        visuomotor pass with its action errors runs instead)."""
+        from rig.train.quick import QuickConfig
+        from rig.train.quickrun import QuickRunConfig, run_quick
+
+        why = _quick_usable(self.path, self.task)
+        if why is not None:
+            self.post(force=True, success=None, success_projection=why)
+            return False
+        t_take = _newest_take_ns(self.path)
+        rc = QuickRunConfig(quick=QuickConfig(seed=self.cfg.seed, budget_s=self.cfg.budget_s),
+                            fast_trials=self.fast_trials, curve=self.curve)
+
+        def progress(stage: str, frac: float, rep: dict) -> None:
+            changes: dict[str, Any] = {"state": "training", "stage": stage, "progress": round(frac, 3),
+                                       "episodes": len(rep.get("episodes", []))}
+            if stage == "training":
+                changes["message"] = f"training the quick policy on {len(rep.get('trained_on', []))} takes: {100 * frac:.0f} %"
+            if rep.get("success"):
+                s = rep["success"]
+                hurt = rep.get("takes_that_hurt", {})
+                changes["flagged"] = sorted((int(i), f"{g}: {why}") for g, d in hurt.items() for i, why in d.items())
+                changes.update(success=s, success_curve=rep.get("curve"), takes_that_hurt=hurt,
+                               success_episodes=len(rep.get("episodes", [])),
+                               message=f"success {s['successes']}/{s['trials']} ({s['label']})")
+                if stage == "estimated":  # the first success figure of this pass: how long after the take
+                    changes["first_estimate_s"] = round((time.monotonic_ns() - t_take) / 1e9, 1) if t_take else None
+            if stage == "done":
+                self.runs += 1
+                changes.update(state="done", runs=self.runs, success_curve=rep.get("curve"),
+                               success_projection=rep.get("projection"), errors=rep.get("errors"), report=rep,
+                               val_joint_error_deg=(rep.get("errors") or {}).get("joint_error"),
+                               mean_action_error_deg=(rep.get("errors") or {}).get("mean_action_joint_error"),
+                               result_episodes=list(rep.get("episodes", [])))
+            self.post(force=stage != self.last.stage or stage == "done", **changes)
+
+        rep, policy = run_quick(self.path, self.task, rc, progress=progress, should_stop=self.interrupted)
+        if policy is not None and self.confirm_trials > 0 and rep.get("task") and not self.interrupted():
+            from rig.train.rollout import evaluate_in_sim
+
+            res = evaluate_in_sim(policy, rep["task"], self.confirm_trials, rc.seed0, rc.trial_s)
+            self.post(force=True, confirmed={"label": "real-time trials through the buses", "trials": res.trials,
+                                             "successes": res.successes, "rate": res.rate, "seeds": res.seeds})
+        return True
+
     def train_once(self) -> None:
         from recorder import Dataset
         from rig.train.data import kept_episodes
@@ -236,6 +302,8 @@ class _Worker:
             return
         self.post(force=True, state="training", stage="loading", progress=0.0,
                   message=f"loading {n} episodes")
+        if self.fast_trials > 0 and self.train_quick():
+            return
 
         def progress(stage: str, frac: float, rep) -> None:
             changes: dict[str, Any] = {"state": "training", "stage": stage, "progress": round(frac, 3)}
@@ -256,6 +324,30 @@ class _Worker:
                                       should_stop=self.interrupted)
         if policy is not None:
             self.policy = policy  # the next run warm-starts from it
+
+
+def _quick_usable(path: str, task: str | None) -> str | None:
+    """Why success cannot be measured on these takes (None: it can)."""
+    from recorder import Dataset
+    from rig.sim.scene import TASKS
+
+    infos = [e for e in Dataset(path).episodes() if e.status == "complete" and (not task or e.task == task)]
+    if not any(e.task in TASKS for e in infos):
+        return "no success check for this task: action errors only"
+    labels = [e.success for e in infos]
+    if not any(labels):
+        return "no successful take yet: success is estimated once one finishes the task"
+    return None
+
+
+def _newest_take_ns(path: str) -> int | None:
+    """When the newest kept take stopped (monotonic ns; the session and this process share the clock)."""
+    from recorder import Dataset
+
+    stops = [Dataset(path).episode(e.index).attrs.get("stop_monotonic_ns") for e in Dataset(path).episodes()
+             if e.status == "complete"]
+    stops = [s for s in stops if s]
+    return max(stops) if stops else None
 
 
 def _results(rep) -> dict[str, Any]:

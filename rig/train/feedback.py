@@ -91,6 +91,46 @@ def idle_stretches(e: EpisodeData, min_s: float = IDLE_S) -> list[tuple[float, f
     return out
 
 
+GRASP_CLOSED = 0.3  # a gripper command below this closes it, above GRASP_OPEN opens it (hysteresis)
+GRASP_OPEN = 0.6
+
+
+def gripper_closings(e) -> dict[str, int]:
+    """How many times each gripper was commanded closed in the take (a retried grasp closes twice)."""
+    a = e.action
+    out = {}
+    for i, (name, g) in enumerate(zip(e.joints.names, e.joints.gripper)):
+        if not g:
+            continue
+        state, n = None, 0
+        for v in a[:, i]:
+            if v < GRASP_CLOSED and state != "closed":
+                n += 1
+                state = "closed"
+            elif v > GRASP_OPEN:
+                state = "open"
+        out[name] = int(n)
+    return out
+
+
+def retried_grasps(episodes) -> dict[int, str]:
+    """Takes whose gripper closed more often than in most takes: a grasp that missed and was tried
+    again. A policy without memory cannot tell the retry from the descent: such takes teach it to
+    close too high. Episode index -> the reason, in words."""
+    counts = {e.index: gripper_closings(e) for e in episodes}
+    if not counts:
+        return {}
+    names = next(iter(counts.values())).keys()
+    typical = {n: int(np.median([c[n] for c in counts.values()])) for n in names}
+    out = {}
+    for i, c in counts.items():
+        extra = [f"the {n.replace('_', ' ')} closed {c[n]} times (most takes: {typical[n]})"
+                 for n in names if c[n] > typical[n]]
+        if extra:
+            out[i] = "retried grasp: " + "; ".join(extra)
+    return out
+
+
 def grippers_closed(e: EpisodeData) -> dict[str, bool]:
     a = e.action[~e.implausible]
     return {name: bool(a.size and a[:, i].min() < GRIPPER_CLOSED)

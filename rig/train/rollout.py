@@ -85,8 +85,21 @@ def evaluate_in_sim(policy: TrainedPolicy | ScriptedPolicy, task: str = "transfe
     cfg = load_config(config)
     if cfg.sim is None:
         raise TrainError(f"config {config!r} is not a simulated rig; closed-loop evaluation needs one (sim-aloha)")
+    _give_reference(policy, cfg, task)
     with _one_torch_thread():
         return _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress)
+
+
+def _give_reference(policy, cfg, task: str) -> None:
+    """The reference hook: a policy that locates objects against an empty-scene frame
+    (``needs_reference``) and has none gets one captured from the world's own model at the
+    pose its trials start from (on hardware: the operator's calibration frame)."""
+    if getattr(policy, "needs_reference", False) and getattr(policy, "reference", None) is None:
+        from rig.sim.reference import capture_reference
+
+        spec = _camera_specs(cfg, policy.cfg.cameras[:1])[0]
+        policy.reference = capture_reference(task, spec.name, spec.width, spec.height, tuple(policy.cfg.image_hw),
+                                             policy.start_q)
 
 
 @contextlib.contextmanager
@@ -137,6 +150,8 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
             world.reset(task, seed)
             if isinstance(policy, ScriptedPolicy):
                 policy.begin(seed)
+            elif hasattr(policy, "reset"):
+                policy.reset(seed)  # a policy with state: time, objects and phase start again
             time.sleep(SETTLE_S)
             r = _trial(loop, policy, cams, world, seed, seconds, execute, ensemble)
             results.append(r)
@@ -245,6 +260,14 @@ class ScriptedPolicy:
         self._scene = SimScene(task)
         self._plan = None
         self._t0: float | None = None  # the trial's first prediction: the plan's time zero
+        self.clock = time.monotonic  # the fast estimate's direct loop gives it the simulation's time
+
+    def state(self) -> dict:
+        return {"kind": "scripted", "task": self.task, "k": self.cfg.k}
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.begin(seed)
 
     def begin(self, seed: int) -> None:
         from rig.sim.operator import plan_episode
@@ -257,7 +280,7 @@ class ScriptedPolicy:
 
         if self._plan is None:
             raise TrainError("ScriptedPolicy.begin(seed) was not called before the trial")
-        now = time.monotonic()
+        now = self.clock()
         if self._t0 is None:
             self._t0 = now
         out = np.zeros((self.cfg.k, self.cfg.n), np.float32)

@@ -194,6 +194,9 @@ def train_policy(episodes: Sequence[EpisodeData], cfg: TrainConfig, *, init: Tra
     t0 = time.monotonic()
     device = pick_device(cfg.device)
     samples = build_samples(episodes, cfg.k)
+    if not samples.cameras:
+        raise TrainError("the visuomotor policy learns from camera frames, but the episodes have no camera at all; "
+                         "record with cameras, or use --policy quick with a camera that sees the objects")
     if len(samples) == 0:
         raise TrainError("the training episodes have no tick with a frame from every camera")
     norm = Normalizer.fit(samples.q, samples.dq, samples.chunk)

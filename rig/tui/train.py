@@ -18,6 +18,43 @@ from textual.widgets import OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 
+def figures_text(st) -> Text:
+    """Success first (the headline), then the success-vs-takes curve and its projection; loss and
+    errors as a secondary line beside the "holding still" and "mean action" baselines."""
+    out = Text()
+    s = getattr(st, "success", None)
+    if s:
+        out.append(f"success {s['successes']}/{s['trials']} ({100 * s['rate']:.0f} %)", "bold")
+        out.append(f"  {s['label']}", "dim")
+        if getattr(st, "first_estimate_s", None) is not None:
+            out.append(f", {st.first_estimate_s:.0f} s after the take", "dim")
+        c = getattr(st, "confirmed", None)
+        if c:
+            out.append(f"\nconfirmed: {c['successes']}/{c['trials']} ({100 * c['rate']:.0f} %) {c['label']}")
+        curve = getattr(st, "success_curve", None)
+        if curve:
+            out.append("\nsuccess vs takes: " + ", ".join(f"{int(n)}: {100 * r:.0f} %" for n, r in curve))
+        if getattr(st, "success_projection", None):
+            out.append(f"\n{st.success_projection}", "italic")
+        hurt = {g: d for g, d in (getattr(st, "takes_that_hurt", None) or {}).items() if d}
+        if hurt:
+            out.append("\ntakes that hurt: " + "; ".join(f"{g} {', '.join(sorted(d, key=int))}" for g, d in hurt.items()))
+        e = getattr(st, "errors", None)
+        if e:
+            out.append(f"\nerror {e['joint_error']:.2f} deg (holding still {e['hold_joint_error']:.2f}, mean action "
+                       f"{e['mean_action_joint_error']:.2f})", "dim")
+        return out
+    if getattr(st, "success_projection", None):  # why success is not measured (no check, no success yet)
+        out.append(f"{st.success_projection}\n", "dim")
+    if st.val_error:
+        out.append("val error: " + "  ".join(f"{k} {v:.3g}" for k, v in st.val_error.items()))
+    if st.val_joint_error_deg is not None and st.mean_action_error_deg is not None:
+        out.append(f"\narm {st.val_joint_error_deg:.2f} deg (mean action {st.mean_action_error_deg:.2f} deg)", "dim")
+    if st.projection:
+        out.append(f"\n{st.projection}", "italic")
+    return out
+
+
 class TrainPanel(Vertical):
     """Shows ``BackgroundTrainer.status()`` once a second. Selecting a flagged episode posts
     ``TrainPanel.OpenEpisode``."""
@@ -108,15 +145,7 @@ class TrainPanel(Vertical):
         bar = self.query_one(ProgressBar)
         bar.display = True
         bar.update(progress=max(0.0, min(1.0, float(st.progress))))
-        figures = Text()
-        if st.val_error:
-            figures.append("val error: " + "  ".join(f"{k} {v:.3g}" for k, v in st.val_error.items()))
-        if st.learning_curve:
-            step, loss = st.learning_curve[-1]
-            figures.append(f"\nstep {step}: loss {loss:.3g}")
-        if st.projection:
-            figures.append(f"\n{st.projection}", "italic")
-        self.query_one("#train-figures", Static).update(figures)
+        self.query_one("#train-figures", Static).update(figures_text(st))
         flagged = list(st.flagged or [])
         if flagged != self._flagged:
             self._flagged = flagged
