@@ -140,6 +140,8 @@ class Takes:
             if session.gripper is not None:
                 self.gripper_source = GripperSource(session.gripper, self.config.gripper, on_toggle=self._button)
                 sources.append(self.gripper_source)
+            if session.home is not None:  # the simulated home: its true pose, recorded beside the estimate
+                sources.append(session.home.truth_source())
             loop = self._loop()
             self.recorder = TakeRecorder(self.dataset, self.config, loop.n if loop is not None else 0,
                                          session.cameras, sources=sources, sim_task=self.sim_task)
@@ -274,8 +276,10 @@ class Takes:
         if self.recorder is None:
             raise TakeError("the rig is not open: no take can start")
         world = self.world
-        index = self.recorder.begin(task=self.task, operator=self.operator,
-                                    extra={"seed": self.seed} if world is not None else None)
+        extra = {"seed": self.seed} if world is not None else {}
+        if self.session is not None and self.session.home is not None:
+            extra.update(self.session.home.episode_extra())
+        index = self.recorder.begin(task=self.task, operator=self.operator, extra=extra or None)
         if world is not None:
             world.set_operator(True, True)
         self.t_begin = time.monotonic()
