@@ -104,6 +104,7 @@ class Takes:
         self.gripper_source: GripperSource | None = None
         self.shutdown_report: dict[str, str] = {}
         self.t_begin = 0.0  # monotonic seconds when the current take began (0: none)
+        self.pose = None  # handheld: rig.pose.background.PoseJobs, the pose of each kept take (see _pose)
         self._safety = threading.Lock()
 
     # ---- opening and closing ---------------------------------------------------------------
@@ -176,6 +177,7 @@ class Takes:
                         session.close()  # arms, cameras, gripper, world; followers already safe
                     self.shutdown_report = self.shutdown_report or dict(session.shutdown_report)
                 self.recorder = self.session = None
+                self._pose(result, final=True)
         return result
 
     def __enter__(self) -> Takes:
@@ -280,6 +282,8 @@ class Takes:
         if self.session is not None and self.session.home is not None:
             extra.update(self.session.home.episode_extra())
         index = self.recorder.begin(task=self.task, operator=self.operator, extra=extra or None)
+        if self.pose is not None:
+            self.pose.pause()  # nothing is computed while a take records
         if world is not None:
             world.set_operator(True, True)
         self.t_begin = time.monotonic()
@@ -300,10 +304,27 @@ class Takes:
         if self.recorder is None or not self.recorder.recording:
             raise TakeError("no take is being recorded")
         success = self.success() if status == "complete" else None
+        result = None
         try:
-            return self.recorder.end(success=success, status=status, note=note)
+            result = self.recorder.end(success=success, status=status, note=note)
+            return result
         finally:
             self.t_begin = 0.0
+            self._pose(result)
+
+    def _pose(self, result: TakeResult | None, final: bool = False) -> None:
+        """A handheld take kept complete gets its pose computed after it, in the background (a
+        niced process, paused while a take records); ``final``: the session ended, finish them."""
+        if result is not None and result.status == "complete" and self.config.gripper is not None:
+            from rig.pose.background import PoseJobs
+
+            self.pose = self.pose or PoseJobs()
+            self.pose.submit(self.path, result.index)
+        if self.pose is not None:
+            self.pose.resume()
+            if final:
+                self.pose.close(wait=True)
+                self.pose = None
 
     @property
     def elapsed_s(self) -> float:
@@ -321,6 +342,8 @@ class Takes:
         ds = self._ds()
         was = ds.info(index).status
         ds.discard(index)
+        if self.pose is not None:
+            self.pose.cancel(index)
         return was != "discarded"
 
     def label(self, index: int, success: bool | None) -> None:

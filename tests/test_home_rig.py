@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,38 @@ def test_home_needs_the_standin_and_a_sim_wrist_camera(tmp_path):
     path.write_text('[gripper]\nport = "/dev/ttyACM0"\n[[cameras]]\nname = "wrist"\nkind = "sim"\n[home]\n')
     with pytest.raises(RigError, match="moves the gripper stand-in"):
         load_config(path)
+
+
+@pytest.mark.system("cc", "render")
+def test_a_kept_handheld_take_gets_its_pose_in_the_background_never_while_recording(tmp_path):
+    from rig.config import load_config
+    from rig.takes import Takes
+
+    ds = tmp_path / "bg.zarr"
+    takes = Takes(load_config("sim-handheld"), ds)
+    try:
+        takes.open()
+        takes.begin()
+        time.sleep(4.0)
+        r0 = takes.end()
+        assert r0.status == "complete" and takes.pose is not None
+        takes.begin()  # the next take: the pose of take 0 is held (or stopped) until it ends
+        proc = takes.pose._proc
+        if proc is not None and proc.poll() is None:
+            deadline = time.monotonic() + 5  # the stop signal is delivered asynchronously
+            while _state(proc.pid) != "T" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _state(proc.pid) == "T"  # stopped while a take records
+        time.sleep(2.0)
+        assert "pose" not in Dataset(ds).episode(0).streams
+        r1 = takes.end()
+        takes.discard(r1.index)  # a discarded take gets none
+    finally:
+        takes.close()  # waits for the pose of the kept takes
+    ep = Dataset(ds).episode(0)
+    assert "pose" in ep.streams and len(ep.read_stream("pose")["t_ns"]) > 500
+    assert "coverage" in ep.group["streams/pose"].attrs["derived"]
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
