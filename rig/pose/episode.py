@@ -25,6 +25,7 @@ import numpy as np
 
 from calibration.board import PoseBoard
 from calibration.gripper_pose import GripperGeometry
+from recorder.derived import end_effector  # noqa: F401  (the exporters' view of the pose; here for rig's callers)
 
 from .pipeline import PoseResult, compute_pose
 
@@ -141,32 +142,6 @@ def jaw_positions(pos: np.ndarray, quat: np.ndarray, geo: GripperGeometry) -> np
     if ok.any():
         out[ok] = pos[ok] + Rotation.from_quat(quat[ok], scalar_first=True).apply(np.asarray(geo.jaw_in_cam))
     return out
-
-
-def end_effector(ep, rate_hz: float | None = None) -> dict[str, np.ndarray]:
-    """The pose as end-effector state and action, for an exporter.
-
-    state (n, 8): the jaw's position (board frame, m), the gripper's orientation (w x y z) and
-    the jaw opening (0 closed .. 1 open, from the gripper stream); action: the next sample's state
-    (where the hand went), as a teleoperated arm's action is its next commanded pose. ``valid``
-    is False where either has no trusted pose. ``rate_hz`` resamples to that rate (nearest sample).
-    """
-    s = ep.read_stream(POSE_STREAM)
-    g = ep.read_stream(GRIPPER_STREAM)
-    t = s["t_ns"]
-    if rate_hz and len(t) > 1:
-        grid = np.arange(t[0], t[-1], int(1e9 / rate_hz))
-        k = np.clip(np.searchsorted(t, grid), 0, len(t) - 1)
-        s = {key: v[k] for key, v in s.items()}
-        t = grid
-    jaw = np.interp(t, g["t_ns"], g["jaw"]) if len(g["t_ns"]) else np.full(len(t), np.nan)
-    state = np.column_stack([s["jaw_position"], s["quat"], jaw]) if len(t) else np.zeros((0, 8))
-    ok = s["trusted"].astype(bool) & np.isfinite(state).all(axis=1) if len(t) else np.zeros(0, bool)
-    action = np.roll(state, -1, axis=0)
-    valid = ok & np.roll(ok, -1)
-    if len(valid):
-        valid[-1] = False
-    return {"t_ns": t, "state": state, "action": action, "valid": valid}
 
 
 def pose_report(ep) -> dict[str, Any] | None:
