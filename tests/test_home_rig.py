@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# MuJoCo takes its OpenGL library when first imported; tests/test_pose.py renders in-process after this
+os.environ.setdefault("MUJOCO_GL", os.environ.get("RIG_RENDER_GL", "egl"))
 pytest.importorskip("mujoco")
 pytest.importorskip("cv2")
 

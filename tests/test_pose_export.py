@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("MUJOCO_GL", os.environ.get("RIG_RENDER_GL", "egl"))  # the home renders in this process
-pytest.importorskip("mujoco")
+if importlib.util.find_spec("mujoco") is None:  # not imported here: the home renders in `rig pose --sim-home`
+    pytest.skip("needs mujoco (pip install -e .[sim])", allow_module_level=True)
 pytest.importorskip("cv2")
 h5py = pytest.importorskip("h5py")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -32,14 +33,14 @@ def rig(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def handheld(tmp_path_factory):
     """A 5 s take of the simulated home, recorded as an episode, with its pose computed."""
-    from rig.pose.episode import compute_episode_pose, record_home_take
-    from rig.pose.firmware_imu import firmware_noise
-    from rig.sim.home import simulate
-
     ds = tmp_path_factory.mktemp("hand") / "hand.zarr"
-    take = simulate(seed=2, duration=5.0, fps=15.0)
-    idx = record_home_take(ds, take, firmware_noise(take, 2))
-    compute_episode_pose(ds, idx)
+    # recorded and its pose computed by `rig pose --sim-home` (renders in its own process)
+    res = subprocess.run([sys.executable, "-m", "rig", "pose", str(ds), "--sim-home", "5", "--seed", "2", "--imu", "world"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT),
+                              "MUJOCO_GL": os.environ.get("RIG_RENDER_GL", "egl")})
+    assert res.returncode == 0, res.stdout + res.stderr
+    idx = Dataset(ds).indices()[0]
     return ds, idx
 
 
