@@ -105,6 +105,7 @@ class Takes:
         self.shutdown_report: dict[str, str] = {}
         self.t_begin = 0.0  # monotonic seconds when the current take began (0: none)
         self.pose = None  # handheld: rig.pose.background.PoseJobs, the pose of each kept take (see _pose)
+        self.pose_done: dict[int, str] = {}  # after close(): episode -> its pose's coverage line (or failure)
         self._safety = threading.Lock()
 
     # ---- opening and closing ---------------------------------------------------------------
@@ -324,7 +325,7 @@ class Takes:
             self.pose.resume()
             if final:
                 self.pose.close(wait=True)
-                self.pose = None
+                self.pose_done, self.pose = dict(self.pose.done), None
 
     @property
     def elapsed_s(self) -> float:

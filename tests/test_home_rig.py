@@ -34,7 +34,9 @@ def test_sim_handheld_records_the_home_with_ground_truth_and_rig_pose_measures_i
     ds = tmp_path / "home.zarr"
     out = rig("record", "--config", "sim-handheld", "--episodes", "1", "--seconds", "7", "--dataset", str(ds))
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "episode 0: pose: " in out.stdout and "of the take trusted" in out.stdout  # computed after the take
     ep = Dataset(ds).episode(0)
+    assert "pose" in ep.streams
     attrs = ep.attrs
     assert attrs["simulated"]["world"] == "home" and "simulated" in attrs["simulated"]["ground_truth"]
     intr = attrs["camera_intrinsics"]["wrist"]  # the sim camera's exact pinhole, as calibration stores one
