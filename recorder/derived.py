@@ -53,3 +53,52 @@ def write_derived_stream(dataset: str | os.PathLike[str], index: int, name: str,
         final.parent.mkdir(exist_ok=True)
         os.rename(tmp, final)
     return final
+
+
+# ---- the handheld gripper's pose as end-effector state and action (for the exporters) -----------
+
+POSE = "pose"  # the derived stream rig/pose/episode.py writes
+GRIPPER = "gripper"  # the handheld gripper's stream (its jaw opening)
+EE_NAMES = ["ee.x", "ee.y", "ee.z", "ee.qw", "ee.qx", "ee.qy", "ee.qz", "gripper.jaw"]
+EE_RATE_HZ = 50.0  # the exporters' default row rate for a handheld episode
+
+
+def end_effector(ep, rate_hz: float | None = None) -> dict[str, np.ndarray]:
+    """The pose as end-effector state and action, for an exporter.
+
+    state (n, 8) (``EE_NAMES``): the jaw's position (board frame, m), the gripper's orientation
+    (w x y z, board frame) and the jaw opening (0 closed .. 1 open, from the gripper stream);
+    action: the next row's state (where the hand went), as a teleoperated arm's action is its next
+    commanded pose (UMI's convention). ``valid`` is False where either has no trusted pose (their
+    values are then NaN: never invented). ``rate_hz`` resamples to that rate (the next sample).
+    """
+    s = ep.read_stream(POSE)
+    g = ep.read_stream(GRIPPER)
+    t = s[T_NS]
+    if rate_hz and len(t) > 1:
+        grid = np.arange(t[0], t[-1], int(1e9 / rate_hz))
+        k = np.clip(np.searchsorted(t, grid), 0, len(t) - 1)
+        s = {key: v[k] for key, v in s.items()}
+        t = grid
+    jaw = np.interp(t, g[T_NS], g["jaw"]) if len(g[T_NS]) else np.full(len(t), np.nan)
+    state = np.column_stack([s["jaw_position"], s["quat"], jaw]) if len(t) else np.zeros((0, 8))
+    ok = s["trusted"].astype(bool) & np.isfinite(state).all(axis=1) if len(t) else np.zeros(0, bool)
+    state[~ok] = np.nan
+    action = np.roll(state, -1, axis=0)
+    valid = ok & np.roll(ok, -1)
+    if len(valid):
+        valid[-1] = False
+        action[-1] = np.nan
+    return {T_NS: t, "state": state, "action": action, "valid": valid}
+
+
+def is_handheld(ep, stream: str) -> bool:
+    """An exporter's tick stream is missing but the episode has a pose: export the pose instead."""
+    return stream not in ep.streams and POSE in ep.streams
+
+
+def pose_rows(ep, state: str, action: str, rate_hz: float | None = None) -> dict[str, np.ndarray]:
+    """A handheld episode's end effector as rows an exporter reads like its tick stream, under the
+    exporter's own field names for state and action, plus ``pose_valid`` (1: both trusted)."""
+    ee = end_effector(ep, rate_hz or EE_RATE_HZ)
+    return {T_NS: ee[T_NS], state: ee["state"], action: ee["action"], "pose_valid": ee["valid"].astype(np.uint8)}

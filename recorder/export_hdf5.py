@@ -29,6 +29,7 @@ import numpy as np
 from recorder.align import align_frames_to_ticks
 from recorder.codec import decode_jpeg
 from recorder.dataset import Dataset, Episode
+from recorder.derived import EE_NAMES, is_handheld, pose_rows
 from recorder.errors import DiskFullError, RecorderError
 from recorder.export_common import ExportReport, check_free_space, clean_leftovers, wanted, write_then_rename
 from recorder.layout import T_NS, Status
@@ -63,6 +64,8 @@ class _Plan:
     arrays: dict[str, np.ndarray]  # qpos, qvel, effort, action: (T, D) float64
     cams: dict[str, tuple[list[bytes], np.ndarray, np.ndarray, int]] = field(default_factory=dict)
     filled: list[str] = field(default_factory=list)
+    names: list[str] | None = None  # qpos/action columns, where they are not the follower joints
+    pose_valid: np.ndarray | None = None  # handheld: 1 where the pose at the row and the next is trusted
 
     def nbytes(self) -> int:
         n = sum(a.nbytes for a in self.arrays.values())
@@ -73,7 +76,8 @@ class _Plan:
 
 def _plan(ep: Episode, mapping: AlohaMapping, cameras: Sequence[str] | None,
           latency_ns: Mapping[str, int] | None) -> _Plan:
-    data = ep.read_stream(mapping.stream)
+    handheld = is_handheld(ep, mapping.stream)  # the handheld gripper: its pose is the end-effector qpos
+    data = pose_rows(ep, mapping.qpos, mapping.action) if handheld else ep.read_stream(mapping.stream)
     t = data[T_NS]
     T = int(t.size)
     if T == 0:
@@ -89,6 +93,8 @@ def _plan(ep: Episode, mapping: AlohaMapping, cameras: Sequence[str] | None,
             )
     qpos = np.asarray(data[mapping.qpos], np.float64).reshape(T, -1)
     plan = _Plan(ep.index, str(ep.attrs.get("task", "")), {"qpos": qpos})
+    if handheld:
+        plan.names, plan.pose_valid = EE_NAMES, data["pose_valid"]
 
     def field_or_zeros(name: str) -> np.ndarray:
         if name in data:
@@ -140,6 +146,10 @@ def _write(plan: _Plan, path: Path, sim: bool, compression: str | None, key: str
             ds.attrs["ticks_without_frame"] = missing
         if plan.filled:
             root.attrs["rig_zero_filled"] = plan.filled
+        if plan.names is not None:
+            root.attrs["rig_qpos_names"] = plan.names
+        if plan.pose_valid is not None:
+            root.create_dataset("rig_pose_valid", data=plan.pose_valid)
         root.close()
     except OSError:
         try:

@@ -47,6 +47,7 @@ from recorder import layout
 from recorder.align import align_frames_to_ticks
 from recorder.codec import decode_jpeg
 from recorder.dataset import Dataset, Episode, EpisodeInfo
+from recorder.derived import EE_NAMES, EE_RATE_HZ, is_handheld, pose_rows
 from recorder.errors import DiskFullError, RecorderError
 from recorder.export_common import clean_leftovers, is_disk_full, skipping, wanted, write_then_rename
 from recorder.export_hdf5 import AlohaMapping
@@ -179,10 +180,11 @@ class _Plan:
 def _plan_episode(ep: Episode, info: EpisodeInfo, opts: LeRobotExportOptions, fps: int | None,
                   cameras: Sequence[str] | None, row_times: bool = False) -> _Plan:
     where = f"episode {info.index}"
-    if opts.stream not in ep.streams:
+    handheld = is_handheld(ep, opts.stream)  # the handheld gripper: its pose is the end-effector state
+    if opts.stream not in ep.streams and not handheld:
         raise ExportProblem(f"{where} has no stream {opts.stream!r} (it has {ep.streams}); skipped")
     try:
-        data = ep.read_stream(opts.stream)
+        data = pose_rows(ep, opts.state, opts.action, fps) if handheld else ep.read_stream(opts.stream)
     except Exception as e:
         raise ExportProblem(f"{where}: stream {opts.stream!r} is damaged ({type(e).__name__}: {e}); skipped") from e
     ticks = np.asarray(data.pop(T_NS), np.int64)
@@ -193,7 +195,7 @@ def _plan_episode(ep: Episode, info: EpisodeInfo, opts: LeRobotExportOptions, fp
             raise ExportProblem(f"{where}: stream {opts.stream!r} has no field {getattr(opts, role)!r} for "
                                 f"{STANDARD[role]} (it has {sorted(data)}); skipped")
     rate = fps or _stream_rate(ep, opts.stream) or 50.0
-    if fps and abs(_stream_rate(ep, opts.stream) - fps) > 1e-6:
+    if fps and not handheld and abs(_stream_rate(ep, opts.stream) - fps) > 1e-6:
         # a grid at the export rate; each row takes the latest tick at or before it
         grid = ticks[0] + np.round(np.arange(int((ticks[-1] - ticks[0]) * fps // 1_000_000_000) + 1)
                                    * (1e9 / fps)).astype(np.int64)
@@ -219,10 +221,13 @@ def _plan_episode(ep: Episode, info: EpisodeInfo, opts: LeRobotExportOptions, fp
     for cam in (ep.cameras if cameras is None else cameras):
         cams.append(_plan_camera(ep, info, cam, row_t))
     state_dim = columns["observation.state"].shape[1]
-    return _Plan(info, ep, n, columns, cams, joint_names(ep.attrs, state_dim), n / rate, int(ticks.size))
+    names = EE_NAMES if handheld else joint_names(ep.attrs, state_dim)
+    return _Plan(info, ep, n, columns, cams, names, n / rate, int(ticks.size))
 
 
 def _stream_rate(ep: Episode, stream: str) -> float:
+    if is_handheld(ep, stream):
+        return EE_RATE_HZ
     return float(ep.group[f"{layout.STREAMS}/{stream}"].attrs.get("rate_hz", 0) or 0)
 
 
@@ -338,6 +343,10 @@ def _decoded(ep: Episode, cam: str, rows: np.ndarray, chunk: int = 64,
 def _stats(values: np.ndarray) -> dict[str, Any]:
     v = np.asarray(values, np.float64)
     v = v.reshape(v.shape[0], -1)
+    if np.isnan(v).any():  # a handheld pose's untrusted rows (NaN): statistics of the trusted ones
+        v = v[~np.isnan(v).any(axis=1)]
+        if not len(v):
+            return {k: np.zeros(1 if k == "count" else v.shape[1]) for k in STAT_KEYS}
     out = {"min": v.min(0), "max": v.max(0), "mean": v.mean(0), "std": v.std(0), "count": np.array([v.shape[0]])}
     for q, k in zip(QUANTILES, STAT_KEYS[5:]):
         out[k] = np.quantile(v, q, axis=0)

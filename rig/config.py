@@ -110,6 +110,16 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class HomeConfig:
+    """The simulated home (rig/sim/home.py) as a handheld rig's world: its wrist camera renders the
+    home, the gripper stand-in plays the home's IMU and jaw, and ground truth is recorded."""
+
+    seed: int = 0  # the scripted hand's take
+    seconds: float = 120.0  # how long the hand moves; after that it rests where it ended
+    camera: str = "wrist"  # the [[cameras]] entry (kind = "sim") that is the wrist camera
+
+
+@dataclass(frozen=True)
 class SafetyConfig:
     max_step_rad: float = 0.12  # largest change of a follower target per tick (rad); 6 rad/s at 50 Hz
     max_gripper_step: float = 0.2  # normalized gripper units per tick
@@ -158,6 +168,7 @@ class RigConfig:
     gripper: GripperConfig | None = None  # the file as parsed: the snapshot stored in each episode
     loop: LoopConfig = LoopConfig()
     recording: RecordingConfig = RecordingConfig()
+    home: HomeConfig | None = None
 
     def arm(self, name: str) -> ArmConfig:
         for a in self.arms:
@@ -363,7 +374,7 @@ def _arm(r: _Reader) -> ArmConfig:
 def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
     r = _Reader(raw, source, "")
     r.unknown({"name", "rate_hz", "arms", "cameras", "safety", "sim", "description", "gripper", "loop",
-              "recording"})
+              "recording", "home"})
     gripper = _gripper(r.table("gripper")) if "gripper" in raw else None
     arms_raw = r.get("arms", list, [] if gripper else ...)
     arms = []
@@ -426,12 +437,27 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
                         wire_timing=st.get("wire_timing", bool, True), operator=st.get("operator", bool, True))
     elif any(a.is_sim for a in arms):
         r.fail("sim", "arms use sim: ports but there is no [sim] table; add `[sim]` (task, seed)")
+    home = _home(r.table("home"), gripper, cameras) if "home" in raw else None
     if any(a.is_handheld for a in arms) and gripper is None:
         r.fail("gripper", "an arm has device = \"handheld\" but there is no [gripper] table; add one with its port")
     return RigConfig(name=r.get("name", str, Path(source.split(" ")[0]).stem), source=source,
                      rate_hz=r.get("rate_hz", float, 50.0, positive=True, hi=1000.0), arms=tuple(arms),
                      cameras=tuple(cameras), safety=safety, sim=sim, raw=raw, gripper=gripper, loop=loop,
-                     recording=recording)
+                     recording=recording, home=home)
+
+
+
+def _home(r: _Reader, gripper: GripperConfig | None, cameras: list[CameraConfig]) -> HomeConfig:
+    r.unknown(set(HomeConfig.__dataclass_fields__))
+    home = HomeConfig(seed=r.get("seed", int, 0, lo=0, hi=2**32 - 1),
+                      seconds=r.get("seconds", float, 120.0, positive=True, hi=3600.0),
+                      camera=r.get("camera", str, "wrist", name=True))
+    if gripper is None or not gripper.is_standin:
+        r.fail("seconds", "the simulated home moves the gripper stand-in: add [gripper] with port = \"standin\"")
+    if not any(c.name == home.camera and c.kind == "sim" for c in cameras):
+        r.fail("camera", f"the home renders camera {home.camera!r}: add a [[cameras]] table with that name and "
+               "kind = \"sim\"")
+    return home
 
 
 def _loop(r: _Reader | None) -> LoopConfig:

@@ -34,8 +34,9 @@ def check_gripper_port(cfg: GripperConfig, source: str = "the config") -> None:
                        f"or set [gripper] port in {source}; `--config sim-handheld` runs without one")
 
 
-def open_gripper(cfg: GripperConfig):
-    """Connect to the gripper (starting the firmware's host build first for port = "standin")."""
+def open_gripper(cfg: GripperConfig, standin_args: tuple[str, ...] = ()):
+    """Connect to the gripper (starting the firmware's host build first for port = "standin",
+    with ``standin_args`` added to the config's: e.g. the simulated home's IMU trace)."""
     from drivers.gripper.driver import GripperConfig as DriverConfig
     from drivers.gripper.driver import HandheldGripper
 
@@ -44,7 +45,7 @@ def open_gripper(cfg: GripperConfig):
     if cfg.is_standin:
         from drivers.gripper.standin import HostGripperStandIn
 
-        standin = HostGripperStandIn(rate_hz=cfg.rate_hz, extra_args=cfg.standin_args).start()
+        standin = HostGripperStandIn(rate_hz=cfg.rate_hz, extra_args=(*cfg.standin_args, *standin_args)).start()
         port = standin.port
     gripper = HandheldGripper(DriverConfig(port, rate_hz=cfg.rate_hz))
     try:

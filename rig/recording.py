@@ -95,6 +95,9 @@ class TakeRecorder:
         self.intrinsics = dict(intrinsics if intrinsics is not None else episode_intrinsics(config, cameras))
         if config.sim is not None and intrinsics is None:
             self.intrinsics.update(_sim_intrinsics(config, cameras, skip=self.intrinsics, task=sim_task))
+        for name, cam in self.cameras.items():  # a camera that knows its exact pinhole (the simulated home's)
+            if name not in self.intrinsics and getattr(cam, "intrinsics", None) is not None:
+                self.intrinsics[name] = cam.intrinsics.to_dict()
         self.latencies_ns = camera_latencies_ns(config)
         self.sources = list(sources)
         # Who records on what, set once per rig (`rig upload --set-identity`): in every episode.

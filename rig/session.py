@@ -59,6 +59,7 @@ class RigSession:
         self.warnings: list[str] = []  # things a person should know that did not stop the rig
         self.gripper = None  # drivers.gripper.HandheldGripper, when the config has a [gripper]
         self.standin = None  # the firmware's host build, for port = "standin"
+        self.home = None  # rig.sim.home_rig.HomeRig: the simulated home moving the handheld gripper ([home])
         self._ports_override = ports
         self._start_world = start_world
         self._world_options = world_options or {}
@@ -82,10 +83,15 @@ class RigSession:
                     self.world = self._start_sim()
                     sim_ports = self.world.ports
                 ports = resolve_ports(self.config, sim_ports)
+            if self.config.home is not None:
+                self.home = self._start_home()
             if self.with_cameras:
                 self._open_cameras()
             if self.config.gripper is not None:
-                self.gripper, self.standin = open_gripper(self.config.gripper)
+                self.gripper, self.standin = open_gripper(self.config.gripper,
+                                                          self.home.standin_args if self.home else ())
+                if self.home is not None:
+                    self.home.play(self.standin)  # the hand starts: IMU, jaw, camera and truth from now
             for arm in self.config.arms:
                 if arm.is_handheld:
                     self.leaders.append(HandheldLeader(arm, self.gripper))
@@ -134,6 +140,9 @@ class RigSession:
                 with contextlib.suppress(Exception):
                     closer.stop() if closer is self.standin else closer.close()
         self.gripper = self.standin = None
+        if self.home is not None:
+            self.home.close()
+            self.home = None
         if self.world is not None:
             with contextlib.suppress(Exception):
                 self.world.close()
@@ -152,9 +161,23 @@ class RigSession:
         self.with_cameras = False
         return start_sim_world(self.config, cameras=False, **self._world_options)
 
+    def _start_home(self):
+        from rig.sim.home_rig import HomeRig
+
+        cam = next(c for c in self.config.cameras if c.name == self.config.home.camera)
+        o = cam.options
+        return HomeRig(self.config.home, int(o.get("width", 640)), int(o.get("height", 480)),
+                       float(o.get("fps", 15.0)))
+
     def _open_cameras(self) -> None:
         for c in self.config.cameras:
             spec = c.spec()
+            if self.home is not None and c.name == self.config.home.camera:  # the home renders it
+                cam = self.home.camera(c.name, self.home.take.width, self.home.take.height,
+                                       float(c.options.get("fps", 15.0)))
+                cam.start()
+                self.cameras[c.name] = cam
+                continue
             if c.kind == "sim":
                 spec.pop("delay_s", None)  # the world already delays this camera's frames
                 shared = (self.world.cameras if self.world is not None else {}).get(c.name)

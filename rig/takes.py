@@ -105,6 +105,8 @@ class Takes:
         self.gripper_source: GripperSource | None = None
         self.shutdown_report: dict[str, str] = {}
         self.t_begin = 0.0  # monotonic seconds when the current take began (0: none)
+        self.pose = None  # handheld: rig.pose.background.PoseJobs, the pose of each kept take (see _pose)
+        self.pose_done: dict[int, str] = {}  # after close(): episode -> its pose's coverage line (or failure)
         self._safety = threading.Lock()
         # [recording] compact: kept takes become video in a niced process, stopped during takes
         self.compactor = compactor_for(config, self.path)
@@ -143,6 +145,8 @@ class Takes:
             if session.gripper is not None:
                 self.gripper_source = GripperSource(session.gripper, self.config.gripper, on_toggle=self._button)
                 sources.append(self.gripper_source)
+            if session.home is not None:  # the simulated home: its true pose, recorded beside the estimate
+                sources.append(session.home.truth_source())
             loop = self._loop()
             self.recorder = TakeRecorder(self.dataset, self.config, loop.n if loop is not None else 0,
                                          session.cameras, sources=sources, sim_task=self.sim_task)
@@ -179,6 +183,7 @@ class Takes:
                 self.recorder = self.session = None
                 if self.compactor is not None:
                     self.compactor.stop()  # what is left: `rig fleet compact`, or compactor.finish()
+                self._pose(result, final=True)
         return result
 
     def __enter__(self) -> Takes:
@@ -281,12 +286,18 @@ class Takes:
         world = self.world
         if self.compactor is not None:
             self.compactor.pause()  # stopped before the episode opens: nothing encodes during a take
+        if self.pose is not None:
+            self.pose.pause()  # nothing is computed while a take records
+        extra = {"seed": self.seed} if world is not None else {}
+        if self.session is not None and self.session.home is not None:
+            extra.update(self.session.home.episode_extra())
         try:
-            index = self.recorder.begin(task=self.task, operator=self.operator,
-                                        extra={"seed": self.seed} if world is not None else None)
+            index = self.recorder.begin(task=self.task, operator=self.operator, extra=extra or None)
         except BaseException:
             if self.compactor is not None:
                 self.compactor.resume()
+            if self.pose is not None:
+                self.pose.resume()
             raise
         if world is not None:
             world.set_operator(True, True)
@@ -308,14 +319,31 @@ class Takes:
         if self.recorder is None or not self.recorder.recording:
             raise TakeError("no take is being recorded")
         success = self.success() if status == "complete" else None
+        result = None
         try:
-            return self.recorder.end(success=success, status=status, note=note)
+            result = self.recorder.end(success=success, status=status, note=note)
+            return result
         finally:
             self.t_begin = 0.0
             if self.compactor is not None:
                 self.compactor.resume()
                 if status == "complete":
                     self.compactor.start()  # a kept take: compact it (a running watcher finds it)
+            self._pose(result)
+
+    def _pose(self, result: TakeResult | None, final: bool = False) -> None:
+        """A handheld take kept complete gets its pose computed after it, in the background (a
+        niced process, paused while a take records); ``final``: the session ended, finish them."""
+        if result is not None and result.status == "complete" and self.config.gripper is not None:
+            from rig.pose.background import PoseJobs
+
+            self.pose = self.pose or PoseJobs()
+            self.pose.submit(self.path, result.index)
+        if self.pose is not None:
+            self.pose.resume()
+            if final:
+                self.pose.close(wait=True)
+                self.pose_done, self.pose = dict(self.pose.done), None
 
     @property
     def elapsed_s(self) -> float:
@@ -333,6 +361,8 @@ class Takes:
         ds = self._ds()
         was = ds.info(index).status
         ds.discard(index)
+        if self.pose is not None:
+            self.pose.cancel(index)
         return was != "discarded"
 
     def label(self, index: int, success: bool | None) -> None:

@@ -72,7 +72,7 @@ def identity(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def recorded_takes(tmp_path_factory) -> Path:
-    """Two takes recorded on the sim-handheld rig (firmware host build + synthetic wrist camera)."""
+    """Two takes recorded on the sim-handheld rig (firmware host build + the simulated home's wrist camera)."""
     ds = tmp_path_factory.mktemp("takes") / "hand.zarr"
     out = subprocess.run([sys.executable, "-m", "rig", "record", "--config", "sim-handheld", "--episodes", "2",
                           "--seconds", "2.5", "--reset-seconds", "0.3", "--dataset", str(ds)],

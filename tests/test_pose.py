@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pytest
 
+# the home renders in this process: MuJoCo takes its OpenGL library when first imported
+os.environ.setdefault("MUJOCO_GL", os.environ.get("RIG_RENDER_GL", "egl"))
 pytest.importorskip("mujoco")
 cv2 = pytest.importorskip("cv2")
 from scipy.spatial.transform import Rotation  # noqa: E402
@@ -16,8 +18,6 @@ from rig.pose import pipeline as pl  # noqa: E402
 from rig.pose.fusion import SOURCE_FUSED, SOURCE_NONE, SOURCE_VISION  # noqa: E402
 from rig.pose.vision import VisualPoses, estimate_all  # noqa: E402
 from rig.sim.home import simulate  # noqa: E402
-
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,8 @@ def test_collect_sim_handheld_opens_and_records_with_space(tmp_path):
         assert snap.arms == [] and snap.loop == {} and snap.gripper is not None
         g = snap.gripper
         assert g.connected and g.nominal_hz == 200 and g.record_button == 0 and 0.0 <= g.jaw <= 1.0
-        assert g.accel is not None and abs(g.accel[2] - 9.81) < 0.5  # the stand-in lies flat
+        # the simulated home's hand holds the gripper up against gravity (and moves it)
+        assert g.accel is not None and 5.0 < sum(a * a for a in g.accel) ** 0.5 < 15.0
         assert c.toggle() is True
         wait_for(c, lambda: c.recording, 10, "recording")
         time.sleep(1.0)

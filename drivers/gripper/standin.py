@@ -121,6 +121,19 @@ class HostGripperStandIn:
         finally:
             os.close(fd)
 
+    def trace_start(self, timeout_s: float = 5.0) -> int:
+        """Play the ``--imu-trace`` motion from now; returns where it started on the device clock (us)."""
+        self.command("trace start")
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None  # the reply comes on the stand-in's stdout
+        deadline = time.monotonic() + timeout_s
+        line = ""
+        while not line.startswith("trace_start_us="):
+            line = proc.stdout.readline().strip()
+            if time.monotonic() > deadline or (not line and proc.poll() is not None):
+                raise StandInError("the stand-in gripper did not start the IMU trace (started without --imu-trace?)")
+        return int(line.split("=", 1)[1])
+
     def true_host_ns(self, device_us: int) -> int:
         return self.epoch_ns + round(device_us * 1000 / (1 + self.drift_ppm * 1e-6))
 

@@ -80,6 +80,8 @@ def run(args) -> int:
             kept += 1
     finally:
         takes.close(status="recovered", note="the session closed while recording")
+    for index, line in sorted(takes.pose_done.items()):  # handheld: computed after each take
+        print(f"episode {index}: {line}")
     print(f"{kept} episode(s) in {args.dataset}")
     if takes.compactor is not None and kept:
         _finish_compaction(takes, args.dataset)

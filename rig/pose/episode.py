@@ -25,11 +25,13 @@ import numpy as np
 
 from calibration.board import PoseBoard
 from calibration.gripper_pose import GripperGeometry
+from recorder.derived import end_effector  # noqa: F401  (the exporters' view of the pose; here for rig's callers)
 
 from .pipeline import PoseResult, compute_pose
 
 POSE_STREAM = "pose"
 GRIPPER_STREAM = "gripper"
+GROUND_TRUTH = "ground_truth"  # simulated takes only: the camera's true pose, same fields as `pose`
 WRIST_CAMERA = "wrist"
 
 
@@ -77,16 +79,43 @@ def compute_episode_pose(dataset: str | Path, index: int, camera: str = WRIST_CA
 
     res = compute_pose(t_imu, inp["gyro"], inp["accel"], t_fr, frames(), intr, board,
                        np.asarray(geo.imu_in_cam), inp["rate_hz"])
+    truth = None
+    if GROUND_TRUTH in ep.streams and res.pose is not None:  # a simulated take: accuracy is measured
+        p = res.pose
+        truth = truth_error(ep.read_stream(GROUND_TRUTH), (np.round(p.t_s * 1e9) + t0).astype(np.int64),
+                            p.pos, p.quat, p.trusted.astype(bool))
     if store:
-        store_pose(dataset, index, res, t0, geo, board)
+        store_pose(dataset, index, res, t0, geo, board, truth)
     return res
 
 
+def truth_error(gt: dict[str, np.ndarray], t_ns: np.ndarray, pos: np.ndarray, quat: np.ndarray,
+                trusted: np.ndarray) -> dict[str, Any]:
+    """The trusted pose against the simulated ground truth (interpolated at the pose's times):
+    median and p95 position (mm) and rotation (deg) error."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    inside = trusted & (t_ns >= gt["t_ns"][0]) & (t_ns <= gt["t_ns"][-1]) & np.isfinite(quat).all(axis=1)
+    if len(gt["t_ns"]) < 2 or not inside.any():
+        return {"n": 0}
+    t = t_ns[inside].astype(np.float64)
+    tg = gt["t_ns"].astype(np.float64)
+    p_gt = np.column_stack([np.interp(t, tg, gt["position"][:, i]) for i in range(3)])
+    r_gt = Slerp(tg, Rotation.from_quat(gt["quat"], scalar_first=True))(t)
+    p_err = np.linalg.norm(pos[inside] - p_gt, axis=1) * 1000
+    r_err = np.degrees((r_gt.inv() * Rotation.from_quat(quat[inside], scalar_first=True)).magnitude())
+    return {"n": int(inside.sum()), "pos_mm_median": float(np.median(p_err)),
+            "pos_mm_p95": float(np.percentile(p_err, 95)), "rot_deg_median": float(np.median(r_err)),
+            "rot_deg_p95": float(np.percentile(r_err, 95))}
+
+
 def store_pose(dataset, index: int, res: PoseResult, t0_ns: int, geo: GripperGeometry,
-               board: PoseBoard | None) -> None:
+               board: PoseBoard | None, truth: dict[str, Any] | None = None) -> None:
     from recorder.derived import write_derived_stream
 
     summary = res.summary()
+    if truth is not None:
+        summary["truth_error"] = truth
     summary["geometry"] = asdict(geo)
     if board is not None:
         summary["board"] = board.to_dict()
@@ -115,32 +144,6 @@ def jaw_positions(pos: np.ndarray, quat: np.ndarray, geo: GripperGeometry) -> np
     return out
 
 
-def end_effector(ep, rate_hz: float | None = None) -> dict[str, np.ndarray]:
-    """The pose as end-effector state and action, for an exporter.
-
-    state (n, 8): the jaw's position (board frame, m), the gripper's orientation (w x y z) and
-    the jaw opening (0 closed .. 1 open, from the gripper stream); action: the next sample's state
-    (where the hand went), as a teleoperated arm's action is its next commanded pose. ``valid``
-    is False where either has no trusted pose. ``rate_hz`` resamples to that rate (nearest sample).
-    """
-    s = ep.read_stream(POSE_STREAM)
-    g = ep.read_stream(GRIPPER_STREAM)
-    t = s["t_ns"]
-    if rate_hz and len(t) > 1:
-        grid = np.arange(t[0], t[-1], int(1e9 / rate_hz))
-        k = np.clip(np.searchsorted(t, grid), 0, len(t) - 1)
-        s = {key: v[k] for key, v in s.items()}
-        t = grid
-    jaw = np.interp(t, g["t_ns"], g["jaw"]) if len(g["t_ns"]) else np.full(len(t), np.nan)
-    state = np.column_stack([s["jaw_position"], s["quat"], jaw]) if len(t) else np.zeros((0, 8))
-    ok = s["trusted"].astype(bool) & np.isfinite(state).all(axis=1) if len(t) else np.zeros(0, bool)
-    action = np.roll(state, -1, axis=0)
-    valid = ok & np.roll(ok, -1)
-    if len(valid):
-        valid[-1] = False
-    return {"t_ns": t, "state": state, "action": action, "valid": valid}
-
-
 def pose_report(ep) -> dict[str, Any] | None:
     """What ``rig inspect`` says of an episode's pose stream (None when it has none)."""
     if POSE_STREAM not in ep.streams:
@@ -162,6 +165,11 @@ def format_pose_report(summary: dict[str, Any]) -> list[str]:
     if ic and all(isinstance(ic.get(k), float | int) for k in ("offset_ms", "residual_rad_s")):
         lines.append(f"  pose: IMU-camera offset {ic['offset_ms']:+.1f} ms, gyro residual {ic['residual_rad_s']:.3f} rad/s"
                      + ("" if ic.get("ok") else " (failed)"))
+    te = summary.get("truth_error")
+    if te and te.get("n"):
+        lines.append(f"  pose vs simulated ground truth ({te['n']} trusted samples): position {te['pos_mm_median']:.2f} mm "
+                     f"median, {te['pos_mm_p95']:.2f} mm p95; rotation {te['rot_deg_median']:.3f} deg median, "
+                     f"{te['rot_deg_p95']:.3f} deg p95")
     for flag, line in (summary.get("flags") or {}).items():
         lines.append(f"  pose flag {flag}: {line}")
     return lines
@@ -191,7 +199,7 @@ def record_home_take(dataset: str | Path, take, imu: dict[str, np.ndarray] | Non
                        # the whole take is handed over at once, faster than real time: room for all of it
                        options=WriterOptions(max_pending_s=float(take.t_imu[-1]) + 5.0))
     w.add_stream(GRIPPER_STREAM, GRIPPER_FIELDS, rate_hz=200.0)
-    w.add_stream("ground_truth", {"position": ((3,), "f8"), "quat": ((4,), "f8")}, rate_hz=200.0)
+    w.add_stream(GROUND_TRUTH, {"position": ((3,), "f8"), "quat": ((4,), "f8")}, rate_hz=200.0)
     w.add_camera(WRIST_CAMERA, fps=30.0)
     w.start()
     base = 1_000_000_000_000

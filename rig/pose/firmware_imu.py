@@ -30,7 +30,7 @@ def imu_through_firmware(take, rate_hz: int = 200, tail_s: float = 0.3) -> dict[
     """Play ``take``'s IMU through the firmware and the driver; returns {"t_s", "gyro", "accel", ...}
     on the take's clock (seconds), as the driver delivered them."""
     from drivers.gripper.driver import GripperConfig, HandheldGripper
-    from drivers.gripper.standin import HostGripperStandIn, StandInError
+    from drivers.gripper.standin import HostGripperStandIn
 
     with tempfile.TemporaryDirectory(prefix="rig-imu-trace-") as tmp:
         trace = Path(tmp) / "imu.txt"
@@ -41,16 +41,7 @@ def imu_through_firmware(take, rate_hz: int = 200, tail_s: float = 0.3) -> dict[
             gripper.connect()
             time.sleep(0.5)  # let the clock sync settle on a few samples
             gripper.drain()
-            standin.command("trace start")
-            line = ""
-            proc = standin._proc  # the stand-in's stdout carries the reply line
-            assert proc is not None and proc.stdout is not None
-            deadline = time.monotonic() + 5.0
-            while not line.startswith("trace_start_us="):
-                line = proc.stdout.readline().strip()
-                if time.monotonic() > deadline or (not line and proc.poll() is not None):
-                    raise StandInError("the stand-in gripper did not start the IMU trace")
-            start_us = int(line.split("=", 1)[1])
+            start_us = standin.trace_start()
             h0 = standin.true_host_ns(start_us)
             samples = []
             end = time.monotonic() + float(take.t_imu[-1]) + tail_s

@@ -217,6 +217,7 @@ class HomeTake:
     fovy_deg: float = 72.0
     R_cam_imu: np.ndarray = field(default_factory=lambda: np.eye(3))  # the true mounting (OpenCV axes)
     p_cam_imu: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    motion: Motion | None = None  # the scripted hand's dense motion (what render_frames draws)
 
     def intrinsics(self):
         from calibration.intrinsics import CameraIntrinsics
@@ -272,7 +273,7 @@ def simulate(seed: int = 0, duration: float = 20.0, fps: float = 30.0, width: in
     r_ci = MJ_TO_CV @ Rotation.from_rotvec(IMU_ROTVEC).as_matrix()
     take = HomeTake(board, motion.t[idx], gyro, accel, motion.jaw[idx], p_bc, gt_quat,
                     np.arange(0.0, duration, 1.0 / fps), [], width, height,
-                    float(model.cam_fovy[model.camera("wrist").id]), r_ci, MJ_TO_CV @ np.array(IMU_POS))
+                    float(model.cam_fovy[model.camera("wrist").id]), r_ci, MJ_TO_CV @ np.array(IMU_POS), motion)
     if render:
         take.frames = render_frames(model, motion, take.t_frames[:frame_limit], width, height)
     return take
