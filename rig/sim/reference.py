@@ -96,21 +96,7 @@ def capture_reference_here(task: str, camera: str, width: int, height: int, imag
         adr = int(m.joint(m.body(name).jntadr[0]).qposadr[0])
         d.qpos[adr:adr + 3] = OUT_OF_VIEW
     pose_scene(scene, start_q)
-    mj.mj_forward(m, d)
-    m.vis.global_.offwidth = max(m.vis.global_.offwidth, width)
-    m.vis.global_.offheight = max(m.vis.global_.offheight, height)
-    r = mj.Renderer(m, height, width)
-    try:
-        # as the world's camera process renders (no shadows or reflections by default)
-        r.scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = False
-        r.scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = False
-        r.update_scene(d, camera=camera)
-        rgb = r.render().copy()
-        r.enable_segmentation_rendering()
-        r.update_scene(d, camera=camera)
-        seg = r.render().copy()
-    finally:
-        r.close()
+    rgb, seg = _render(scene, camera, width, height, segmentation=True)
     frame = decode_small(encode_jpeg(rgb), image_hw, _reduction(width, height, image_hw))
     arm_geoms = np.array([m.body(m.geom_bodyid[g]).name.startswith(ARM_PREFIX) for g in range(m.ngeom)] + [False])
     ids = seg[..., 0].astype(np.int64)
@@ -119,6 +105,30 @@ def capture_reference_here(task: str, camera: str, width: int, height: int, imag
     small = cv2.resize(full.astype(np.uint8), (image_hw[1], image_hw[0]), interpolation=cv2.INTER_AREA) > 0
     mask = cv2.dilate(small.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     return Reference(camera, frame, mask)
+
+
+def _render(scene: SimScene, camera: str, width: int, height: int,
+            segmentation: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """One frame of ``camera`` as the world's camera process renders it (no shadows or
+    reflections), and its segmentation when asked."""
+    mj, m, d = scene.mujoco, scene.model, scene.data
+    mj.mj_forward(m, d)
+    m.vis.global_.offwidth = max(m.vis.global_.offwidth, width)
+    m.vis.global_.offheight = max(m.vis.global_.offheight, height)
+    r = mj.Renderer(m, height, width)
+    try:
+        r.scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = False
+        r.scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = False
+        r.update_scene(d, camera=camera)
+        rgb = r.render().copy()
+        seg = None
+        if segmentation:
+            r.enable_segmentation_rendering()
+            r.update_scene(d, camera=camera)
+            seg = r.render().copy()
+    finally:
+        r.close()
+    return rgb, seg
 
 
 def _object_bodies(m) -> list[str]:
@@ -143,7 +153,7 @@ def render_take_start_here(task: str, seed: int, camera: str = "top", width: int
     from rig.train.data import _reduction, decode_small
 
     scene = SimScene(task)
-    mj, m, d = scene.mujoco, scene.model, scene.data
+    m = scene.model
     scene.reset(seed)
     if object_rgba is not None:
         objs = set(_object_bodies(m))
@@ -152,17 +162,7 @@ def render_take_start_here(task: str, seed: int, camera: str = "top", width: int
                 m.geom_rgba[g] = object_rgba
                 m.geom_matid[g] = -1
     pose_scene(scene, start_q)
-    mj.mj_forward(m, d)
-    m.vis.global_.offwidth = max(m.vis.global_.offwidth, width)
-    m.vis.global_.offheight = max(m.vis.global_.offheight, height)
-    r = mj.Renderer(m, height, width)
-    try:
-        r.scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = False
-        r.scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = False
-        r.update_scene(d, camera=camera)
-        rgb = r.render().copy()
-    finally:
-        r.close()
+    rgb, _ = _render(scene, camera, width, height)
     return decode_small(encode_jpeg(rgb), image_hw, _reduction(width, height, image_hw))
 
 
