@@ -268,15 +268,17 @@ class Takes:
             world.set_operator(False)
             world.reset(self.sim_task, self.seed)
 
-    def begin(self) -> int:
+    def begin(self, extra: dict[str, Any] | None = None, perform: bool = True) -> int:
         """A take begins: its episode is opened and from now on ticks, frames and gripper samples
-        go into it. On the simulated rig the scripted operator starts performing."""
+        go into it. On the simulated rig the scripted operator starts performing (unless
+        ``perform`` is False: a policy trial, where the leaders stay still). ``extra``: more
+        metadata for the episode (a policy trial's, rig/trials.py)."""
         if self.recorder is None:
             raise TakeError("the rig is not open: no take can start")
         world = self.world
-        index = self.recorder.begin(task=self.task, operator=self.operator,
-                                    extra={"seed": self.seed} if world is not None else None)
-        if world is not None:
+        meta = {"seed": self.seed} if world is not None else {}
+        index = self.recorder.begin(task=self.task, operator=self.operator, extra={**meta, **(extra or {})} or None)
+        if world is not None and perform:
             world.set_operator(True, True)
         self.t_begin = time.monotonic()
         return index
@@ -291,11 +293,12 @@ class Takes:
         except RigError:
             return None
 
-    def end(self, status: str = "complete", note: str | None = None) -> TakeResult:
-        """A take ends: the episode is flushed and closed; a complete one is judged by the world."""
+    def end(self, status: str = "complete", note: str | None = None, judge: bool = True) -> TakeResult:
+        """A take ends: the episode is flushed and closed; a complete one is judged by the world
+        (unless ``judge`` is False: the collector labels it, as on hardware)."""
         if self.recorder is None or not self.recorder.recording:
             raise TakeError("no take is being recorded")
-        success = self.success() if status == "complete" else None
+        success = self.success() if status == "complete" and judge else None
         try:
             return self.recorder.end(success=success, status=status, note=note)
         finally:
@@ -329,6 +332,18 @@ class Takes:
     def next_index(self) -> int:
         idx = self.dataset.indices() if self.dataset is not None else []
         return (max(idx) + 1) if idx else 0
+
+    def use(self, source, engage_s: float | None = None) -> bool:
+        """Switch the loop's command source (``ControlLoop.use``; None: back to the leaders,
+        ``reengage``); False on a rig without followers."""
+        loop = self._loop()
+        if loop is None:
+            return False
+        if source is None:
+            loop.reengage()
+        else:
+            loop.use(source, engage_s)
+        return True
 
     def replay(self, index: int) -> float | None:
         """Drive the followers through an episode's recorded actions; its length in seconds, or

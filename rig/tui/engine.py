@@ -110,7 +110,7 @@ def _dispatch(c: Collector, op: str, args: tuple) -> Any:
     if op == "open":
         c.open()
         return None
-    if op in ("toggle", "keep", "rerecord", "discard", "label", "replay_actions"):
+    if op in ("toggle", "keep", "rerecord", "discard", "label", "replay_actions", "run_policy"):
         return getattr(c, op)(*args) is not None  # accepted (queued) or not
     if op == "snapshot":
         return _snapshot(c, *args)
@@ -399,6 +399,9 @@ class CollectorProcess:
 
     def replay_actions(self, index: int | None = None) -> bool | None:
         return self._action("replay_actions", index)
+
+    def run_policy(self) -> bool | None:
+        return self._action("run_policy")
 
     def drill(self, op: str, *args: Any) -> Any:
         """Simulated rig: inject a fault in the world (``unplug`` an arm, delay a camera)."""

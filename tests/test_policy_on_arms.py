@@ -1,0 +1,195 @@
+"""Policy on the arms: `p` in the app runs the latest trained policy on the followers through the
+one control loop, recorded as a trial; moving a leader takes over and makes it a corrective take
+that the trainer learns from, from the takeover on.
+
+The rig is treated as hardware: a leader/follower pair on emulated Dynamixel buses (ptys, the
+real SDK), a synthetic camera, no simulated world and so no success check (the collector
+labels). The app runs as `rig collect` runs it, the rig in its engine process. The policy is a
+real TrainedPolicy trained for a few steps on two takes of this rig, saved where the
+quick-trainer saves its latest; its head is then zeroed and its mean action offset set so that
+what it commands is known (the waist 0.5 rad beyond wherever it is: the loop's limit then holds
+it at 1.0 rad), which makes "the followers move under the policy" a plain check on servo state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("textual")
+torch = pytest.importorskip("torch")
+
+from recorder import Dataset  # noqa: E402
+from rig.recording import JOINTS  # noqa: E402
+from rig.ticks import SOURCE_CODES  # noqa: E402
+from rig.tui.app import CollectorApp  # noqa: E402
+from rig.tui.controller import CollectOptions, State  # noqa: E402
+from rig.tui.engine import CollectorProcess  # noqa: E402
+from tests.apps import screen_text, until  # noqa: E402
+from tests.rigs import WavingHand, pair_buses, pair_toml, pose_leader  # noqa: E402
+
+SIZE = (170, 50)
+TICKS_PER_RAD = 4096 / (2 * math.pi)
+CAMERA = """
+[[cameras]]
+name = "wrist"
+kind = "synthetic"
+width = 160
+height = 120
+fps = 15
+"""
+
+
+def waist(bus, register: str = "present_position") -> float:
+    """The waist's angle in radians (zero at 2048 ticks, as the pair's calibration)."""
+    return (bus.servo(1).get(register) - 2048) / TICKS_PER_RAD
+
+
+def hold_leader(leader, rad: float) -> None:
+    with leader.lock:
+        pose_leader(leader, [2048 + rad * TICKS_PER_RAD, 2048, 2048])
+
+
+def train_known_policy(dataset) -> None:
+    """A real policy trained on the dataset's takes, made to command the waist +0.5 rad ahead."""
+    from rig.train.data import EpisodeCache
+    from rig.train.latest import save_latest
+    from rig.train.trainer import TrainConfig, train_policy
+
+    eps = EpisodeCache().load(dataset)
+    assert [e.index for e in eps] == [0, 1]
+    policy = train_policy(eps, TrainConfig(steps=3, k=10, batch=16, width=8, hidden=32))
+    assert policy.cfg.cameras == ("wrist",) and policy.cfg.n == 4
+    last = policy.model.head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    policy.norm.d_mean[:] = 0.0
+    policy.norm.d_mean[0] = 0.5
+    save_latest(policy, dataset)
+
+
+async def record_demo(pilot, c, leader, index: int) -> None:
+    hand = WavingHand(leader)
+    hand.start()
+    try:
+        await pilot.press("space")
+        await until(pilot, lambda: c.state == State.RECORDING and c.recording and c.episode == index, 15, "recording")
+        await pilot.pause(1.5)
+        await pilot.press("space")
+        await until(pilot, lambda: c.state == State.REVIEW and c.last is not None and c.last.index == index, 15,
+                    "the take saved")
+    finally:
+        hand.stop.set()
+        hand.join()
+    hold_leader(leader, 0.0)
+    await pilot.press("enter")
+    await until(pilot, lambda: c.state == State.READY, 20, "READY again")
+
+
+async def run_trial(pilot, c, follower, index: int) -> None:
+    await pilot.press("p")
+    await until(pilot, lambda: c.state == State.RECORDING and c.recording and c.episode == index, 60,
+                "the policy trial recording")
+    # The policy drives: the follower's waist goes to its 1.0 rad limit, the leader stays at 0.
+    end = time.monotonic() + 20
+    while time.monotonic() < end and waist(follower) < 0.8:
+        await pilot.pause(0.1)
+    assert waist(follower, "goal_position") == pytest.approx(1.0, abs=0.02)
+    assert waist(follower) > 0.8
+
+
+def test_p_runs_the_policy_and_a_takeover_is_a_corrective_take_the_trainer_learns_from(tmp_path, emulated):
+    leader, follower = pair_buses(emulated)
+    asyncio.run(_scenario(tmp_path, leader, follower))
+    check_disk(tmp_path / "takes.zarr", follower)
+
+
+async def _scenario(tmp_path, leader, follower) -> None:
+    path = tmp_path / "pair.toml"
+    path.write_text(pair_toml(leader.port, follower.port) + CAMERA)
+    ds_path = tmp_path / "takes.zarr"
+    c = CollectorProcess(CollectOptions(config=path, dataset=ds_path, seconds=0, reset_seconds=0.1, train=False),
+                         log_path=tmp_path / "engine.log")
+    app = CollectorApp(c, train=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: c.state == State.READY, 90, "READY")
+        assert "run policy" in screen_text(app)  # the footer names the key
+
+        # No policy yet: one line saying where it is looked for, and the rig stays ready.
+        await pilot.press("p")
+        await until(pilot, lambda: "no trained policy" in c.message and c.state == State.READY, 30,
+                    "the missing policy named")
+        assert "takes.zarr.policy.pt" in c.message
+
+        await record_demo(pilot, c, leader, 0)
+        await record_demo(pilot, c, leader, 1)
+        train_known_policy(ds_path)
+
+        # Trial 2: the policy drives, then the operator moves the leader: a takeover.
+        await run_trial(pilot, c, follower, 2)
+        hold_leader(leader, 0.3)  # 0.3 rad > takeover_rad (0.15)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and abs(waist(follower, "goal_position") - 0.3) > 0.02:
+            await pilot.pause(0.1)
+        assert waist(follower, "goal_position") == pytest.approx(0.3, abs=0.02)  # the leader drives again
+        await pilot.pause(0.5)
+        await pilot.press("space")
+        await until(pilot, lambda: c.state == State.REVIEW and c.last is not None and c.last.index == 2, 15,
+                    "the trial saved")
+        assert "corrective take" in c.message, c.message
+        assert c.last.success is None  # no world judged it: the collector labels
+        await pilot.press("s")
+        await until(pilot, lambda: "marked success" in c.message, 10, "labelled")
+        hold_leader(leader, 0.0)
+        await pilot.press("enter")
+        await until(pilot, lambda: c.state == State.READY, 20, "READY after the trial")
+
+        # Trial 3: nobody takes over; labelled a failure.
+        await run_trial(pilot, c, follower, 3)
+        await pilot.press("space")
+        await until(pilot, lambda: c.state == State.REVIEW and c.last is not None and c.last.index == 3, 15,
+                    "the second trial saved")
+        assert "no takeover" in c.message, c.message
+        await pilot.press("f")
+        await until(pilot, lambda: "marked failure" in c.message, 10, "labelled")
+        await pilot.press("q")
+        await until(pilot, lambda: c.state == State.CLOSED, 90, "closed", after_fault=True)
+
+
+def check_disk(ds_path, follower) -> None:
+    assert follower.servo(1).get("torque_enable") == 0  # released at quit
+    ds = Dataset(ds_path)
+
+    # On disk: the corrective trial, its source per tick and its takeover tick.
+    a = ds.episode(2).attrs
+    s = ds.episode(2).read_stream(JOINTS)
+    src = np.asarray(s["source"])
+    r = a["takeover_tick"]
+    assert a["trial"] == "policy" and a["corrective"] is True and a["success"] is True
+    assert a["policy"]["path"].endswith("takes.zarr.policy.pt") and a["policy"]["steps"] == 3
+    assert r > 10 and np.all(src[:r] == SOURCE_CODES["policy"]) and np.all(src[r:] == SOURCE_CODES["takeover"])
+    assert a["takeover_t_ns"] == int(s["t_deadline_ns"][r])
+    assert a["policy_ticks"] == r
+    assert np.max(s["action"][:r, 0]) == pytest.approx(1.0, abs=0.02)  # the policy's targets
+    assert abs(s["action"][-1, 0] - 0.3) < 0.02  # the operator's
+    # The trial nobody took over: all policy ticks, labelled failure.
+    b = ds.episode(3).attrs
+    src3 = np.asarray(ds.episode(3).read_stream(JOINTS)["source"])
+    assert b["trial"] == "policy" and b["corrective"] is False and b["takeover_tick"] is None
+    assert b["success"] is False and np.all(src3 == SOURCE_CODES["policy"])
+
+    # The trainer's selection: both demonstrations whole, the corrective take from its takeover
+    # on (the operator's actions only), the uncorrected trial not at all.
+    from rig.train.data import EpisodeCache
+
+    eps = {e.index: e for e in EpisodeCache().load(ds_path)}
+    assert sorted(eps) == [0, 1, 2]
+    corr = eps[2]
+    assert corr.ticks == pytest.approx(len(src) - r, abs=2)
+    assert np.all(np.abs(corr.action[-5:, 0] - 0.3) < 0.02)
+    assert corr.action[0, 0] == pytest.approx(s["action"][r, 0], abs=1e-4)
