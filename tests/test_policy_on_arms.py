@@ -193,3 +193,31 @@ def check_disk(ds_path, follower) -> None:
     assert corr.ticks == pytest.approx(len(src) - r, abs=2)
     assert np.all(np.abs(corr.action[-5:, 0] - 0.3) < 0.02)
     assert corr.action[0, 0] == pytest.approx(s["action"][r, 0], abs=1e-4)
+
+
+def test_labels_start_at_the_takeover_on_the_trainers_tick_grid():
+    """A corrective take's labels start at the takeover's time on the trainer's tick grid: rows
+    before it (the policy's own actions) are never labels, and a trial nobody took over has none."""
+    from rig.train.corrective import from_tick, label_start
+    from rig.train.data import EpisodeData, JointInfo
+    from rig.trials import find_takeover
+
+    period = 20_000_000
+    t0 = 5_000_000_000
+    T = 100
+    action = np.arange(T, dtype=np.float32)[:, None].repeat(2, 1)
+    e = EpisodeData(7, "t", None, None, 50.0, action.copy(), np.zeros_like(action), action,
+                    np.arange(T) * period / 1e9, {}, {}, JointInfo(("a", "b"), (False, False)), (), t0)
+    # The loop skipped ticks 10-12 before the takeover: the recorded row is not the grid's index.
+    source = np.full(T - 3, SOURCE_CODES["policy"], np.uint8)
+    source[60:] = SOURCE_CODES["takeover"]
+    deadlines = t0 + np.concatenate([np.arange(10), np.arange(13, T)]) * period
+    row, t_ns = find_takeover(source, deadlines)
+    assert (row, t_ns) == (60, t0 + 63 * period)
+    cut = from_tick(e, {"takeover_t_ns": t_ns})
+    assert cut.ticks == T - 63 and cut.action[0, 0] == 63 and cut.t_s[0] == 0 and cut.t0_ns == t_ns
+    assert from_tick(e, t0 + T * period) is None  # a takeover at the very end leaves nothing
+    assert label_start({}) == 0  # a demonstration
+    assert label_start({"trial": "policy", "corrective": True, "takeover_tick": 60}) == 60
+    assert label_start({"trial": "policy", "corrective": False, "takeover_tick": None}) is None
+    assert find_takeover(np.full(5, SOURCE_CODES["policy"]), np.arange(5)) == (None, None)
