@@ -17,6 +17,8 @@ only, and leaves a trial nobody took over out.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,21 @@ def mark_trial(takes: Takes, index: int) -> TrialMarks:
     return marks
 
 
+def preload_torch() -> bool:
+    """Import torch now, before the control loop runs, if it is installed.
+
+    Importing torch holds the interpreter's lock for seconds (its shared libraries load inside
+    the import): done while the loop runs, the loop's ticks stop and the followers' bus watchdog
+    trips (measured on the simulated ALOHA). One thread: a prediction is one observation, and the
+    loop, the cameras and the world need the cores."""
+    if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    torch.set_num_threads(1)
+    return True
+
+
 class PolicyTrials:
     """Runs the latest policy on a rig's followers as takes (one at a time)."""
 
@@ -89,14 +106,24 @@ class PolicyTrials:
     def load(self):
         """The latest policy (reloaded only when its file changed). Imports torch: seconds, the
         first time; call it off the loop and before the take begins."""
-        from rig.train.latest import latest_policy_path, load_latest
+        from rig.train.latest import load_latest
 
-        file = Path(self.policy_path) if self.policy_path is not None else latest_policy_path(self.takes.path)
+        file = self.policy_file()
         stamp = (str(file), file.stat().st_mtime) if file.exists() else None
         if self._policy is None or stamp != self._loaded:
-            self._policy = load_latest(self.takes.path, file)
-            self._loaded = stamp
+            preload_torch()
+            policy = load_latest(self.takes.path, file)
+            cams = policy.cfg.cameras
+            # The first prediction initialises torch's kernels: here, not in the loop's first tick.
+            policy.predict_chunk(np.zeros((len(cams), *policy.cfg.image_hw, 3), np.uint8),
+                                 np.zeros(policy.cfg.n, np.float32), np.zeros(policy.cfg.n, np.float32))
+            self._policy, self._loaded = policy, stamp
         return self._policy
+
+    def policy_file(self) -> Path:
+        from rig.train.latest import latest_policy_path
+
+        return Path(self.policy_path) if self.policy_path is not None else latest_policy_path(self.takes.path)
 
     def begin(self, policy: Any) -> int:
         """The followers ramp to the policy's start pose (if it has one), then the take begins
@@ -140,4 +167,4 @@ class PolicyTrials:
         return result, self.marks
 
 
-__all__ = ["PolicyTrials", "TrialMarks", "find_takeover", "mark_trial"]
+__all__ = ["PolicyTrials", "TrialMarks", "find_takeover", "mark_trial", "preload_torch"]

@@ -190,7 +190,8 @@ def check_disk(ds_path, follower) -> None:
     eps = {e.index: e for e in EpisodeCache().load(ds_path)}
     assert sorted(eps) == [0, 1, 2]
     corr = eps[2]
-    assert corr.ticks == pytest.approx(len(src) - r, abs=2)
+    tick = np.asarray(s["tick"])
+    assert corr.ticks == tick[-1] - tick[r] + 1  # the trainer's grid repeats ticks a loaded machine skipped
     assert np.all(np.abs(corr.action[-5:, 0] - 0.3) < 0.02)
     assert corr.action[0, 0] == pytest.approx(s["action"][r, 0], abs=1e-4)
 
@@ -221,3 +222,72 @@ def test_labels_start_at_the_takeover_on_the_trainers_tick_grid():
     assert label_start({"trial": "policy", "corrective": True, "takeover_tick": 60}) == 60
     assert label_start({"trial": "policy", "corrective": False, "takeover_tick": None}) is None
     assert find_takeover(np.full(5, SOURCE_CODES["policy"]), np.arange(5)) == (None, None)
+
+
+def test_on_the_simulated_aloha_p_runs_the_policy_and_a_leader_held_aside_takes_over(tmp_path):
+    """The same on the simulated ALOHA treated as hardware: the world's success check is not
+    asked; the scripted operator stays still; a hand on the left leader (``set_leader_pose``)
+    takes over."""
+    pytest.importorskip("mujoco")
+    from rig.sim.scene import START_ARM_POSE
+    from tests.apps import wait_for
+
+    ds_path = tmp_path / "takes.zarr"
+    from rig.train.latest import latest_policy_path
+
+    # Naming the policy file (as `rig collect --policy`, or quick-train being on) makes the engine
+    # import torch before the loop starts.
+    c = CollectorProcess(CollectOptions(dataset=ds_path, seconds=0, reset_seconds=0.2, train=False,
+                                        policy=latest_policy_path(ds_path)), log_path=tmp_path / "engine.log")
+    try:
+        c.open()
+        wait_for(c, lambda: c.state == State.READY, 120, "READY")
+        for i in (0, 1):  # two demonstrations by the scripted operator
+            c.toggle()
+            wait_for(c, lambda i=i: c.recording and c.episode == i, 20, "recording")
+            time.sleep(1.5)
+            c.toggle()
+            wait_for(c, lambda i=i: c.state == State.REVIEW and c.last.index == i, 20, "saved")
+            c.keep()
+            wait_for(c, lambda: c.state == State.READY, 30, "READY")
+        from rig.train.data import EpisodeCache
+        from rig.train.latest import save_latest
+        from rig.train.trainer import TrainConfig, train_policy
+
+        policy = train_policy(EpisodeCache().load(ds_path), TrainConfig(steps=2, k=10, batch=8, width=8, hidden=32))
+        assert set(policy.cfg.cameras) == {"top", "left_wrist", "right_wrist"} and policy.cfg.n == 14
+        with torch.no_grad():
+            policy.model.head[-1].weight.zero_()
+            policy.model.head[-1].bias.zero_()
+        policy.norm.d_mean[:] = 0.0
+        policy.norm.d_mean[0] = 0.3  # the left waist turns, 0.3 rad ahead of wherever it is
+        save_latest(policy, ds_path)
+
+        assert c.run_policy() is True
+        wait_for(c, lambda: c.recording and c.episode == 2, 60, "the trial recording")
+        w0 = c.drill("arm_qpos")["left"][0]
+        end = time.monotonic() + 20
+        while time.monotonic() < end and c.drill("arm_qpos")["left"][0] < w0 + 0.3:
+            time.sleep(0.1)
+        assert c.drill("arm_qpos")["left"][0] > w0 + 0.3  # the follower turns under the policy
+        c.drill("set_leader_pose", "left_leader", [*START_ARM_POSE, 1.0])  # a hand moves the leader
+        time.sleep(2.5)  # the takeover blends over engage_seconds (1.5 s)
+        assert abs(c.drill("arm_qpos")["left"][0] - START_ARM_POSE[0]) < 0.1  # the leader drives again
+        c.toggle()
+        wait_for(c, lambda: c.state == State.REVIEW and c.last.index == 2, 20, "the trial saved")
+        assert "corrective take" in c.message and c.last.success is None, c.message
+        c.label(False)
+        wait_for(c, lambda: "marked failure" in c.message, 10, "labelled")
+    finally:
+        c.close()
+    ds = Dataset(ds_path)
+    a = ds.episode(2).attrs
+    s = ds.episode(2).read_stream(JOINTS)
+    src, tick = np.asarray(s["source"]), np.asarray(s["tick"])
+    r = a["takeover_tick"]
+    assert a["trial"] == "policy" and a["corrective"] is True and a["success"] is False and a["seed"] == 2
+    assert np.all(src[:r] == SOURCE_CODES["policy"]) and np.all(src[r:] == SOURCE_CODES["takeover"])
+    from rig.train.data import EpisodeCache
+
+    eps = {e.index: e for e in EpisodeCache().load(ds_path)}
+    assert sorted(eps) == [0, 1, 2] and eps[2].ticks == tick[-1] - tick[r] + 1

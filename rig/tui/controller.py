@@ -33,7 +33,7 @@ from rig.config import DEFAULT_DATASET, RigConfig, load_config
 from rig.handheld import GripperView
 from rig.recording import TakeResult
 from rig.takes import Failure, Takes
-from rig.trials import PolicyTrials
+from rig.trials import PolicyTrials, preload_torch
 
 FREEZE_GRACE_S = 2.0  # a camera frozen this long (after its own watchdog fired) is a fault
 
@@ -189,6 +189,9 @@ class Collector:
 
         def retry(text: str) -> None:
             self.message = text
+        o = self.options
+        if self.config.followers and (o.train is not False or o.policy is not None or self.trials.policy_file().exists()):
+            preload_torch()  # for `p`: importing torch later would stall the running loop
         self.takes.open(on_retry=retry, cancelled=lambda: self._closed)
         if self._closed:
             return

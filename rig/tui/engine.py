@@ -43,7 +43,8 @@ CALL_TIMEOUT_S = 15.0  # an action is only queued: a reply this late means the e
 CLOSE_TIMEOUT_S = 90.0  # a safe shutdown saves the take and stops the arms (slow on a loaded machine)
 START_TIMEOUT_S = 60.0  # the process imports numpy, zarr, MuJoCo's bindings ...
 PREVIEW_WIDTH = 160  # preview frames are strided down to at most this many pixels across
-WORLD_DRILLS = ("unplug", "set_camera_delay")  # fault drills the engine passes on to a simulated world
+# Drills the engine passes on to a simulated world: faults, a hand holding a leader, the physics' arm pose
+WORLD_DRILLS = ("unplug", "set_camera_delay", "set_leader_pose", "arm_qpos")
 
 
 class EngineError(RigError):
