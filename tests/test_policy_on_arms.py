@@ -195,6 +195,20 @@ def check_disk(ds_path, follower) -> None:
     assert np.all(np.abs(corr.action[-5:, 0] - 0.3) < 0.02)
     assert corr.action[0, 0] == pytest.approx(s["action"][r, 0], abs=1e-4)
 
+    # The app's quick-train retrains on that selection and saves its latest where `p` loads it.
+    from rig.train.background import BackgroundTrainer
+    from rig.train.latest import latest_policy_path, load_latest
+
+    before = latest_policy_path(ds_path).stat().st_mtime_ns
+    with BackgroundTrainer(ds_path, budget_s=1, curve=False) as trainer:
+        end = time.monotonic() + 180
+        while trainer.status().state not in ("done", "error") and time.monotonic() < end:
+            time.sleep(0.2)
+        st = trainer.status()
+    assert st.state == "done" and st.result_episodes == [0, 1, 2], st.message
+    assert latest_policy_path(ds_path).stat().st_mtime_ns > before
+    assert load_latest(ds_path).episodes == sorted(set(st.result_episodes) - set(st.report["val_episodes"]))
+
 
 def test_labels_start_at_the_takeover_on_the_trainers_tick_grid():
     """A corrective take's labels start at the takeover's time on the trainer's tick grid: rows
