@@ -157,6 +157,10 @@ async def _scenario(tmp_path, leader, follower) -> None:
         assert "no takeover" in c.message, c.message
         await pilot.press("f")
         await until(pilot, lambda: "marked failure" in c.message, 10, "labelled")
+        await pilot.press("enter")
+        await until(pilot, lambda: c.state == State.READY, 20, "READY after the second trial")
+        # Trial 4 is cut short by quitting while the policy drives: saved, and marked all the same.
+        await run_trial(pilot, c, follower, 4)
         await pilot.press("q")
         await until(pilot, lambda: c.state == State.CLOSED, 90, "closed", after_fault=True)
 
@@ -182,6 +186,8 @@ def check_disk(ds_path, follower) -> None:
     src3 = np.asarray(ds.episode(3).read_stream(JOINTS)["source"])
     assert b["trial"] == "policy" and b["corrective"] is False and b["takeover_tick"] is None
     assert b["success"] is False and np.all(src3 == SOURCE_CODES["policy"])
+    d = ds.episode(4).attrs
+    assert d["trial"] == "policy" and d["corrective"] is False and d["policy_ticks"] > 10
 
     # The trainer's selection: both demonstrations whole, the corrective take from its takeover
     # on (the operator's actions only), the uncorrected trial not at all.

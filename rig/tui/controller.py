@@ -33,7 +33,7 @@ from rig.config import DEFAULT_DATASET, RigConfig, load_config
 from rig.handheld import GripperView
 from rig.recording import TakeResult
 from rig.takes import Failure, Takes
-from rig.trials import PolicyTrials, preload_torch
+from rig.trials import PolicyTrials, mark_trial, preload_torch
 
 FREEZE_GRACE_S = 2.0  # a camera frozen this long (after its own watchdog fired) is a fault
 
@@ -208,10 +208,14 @@ class Collector:
             self._closed = True
             self._jobs.shutdown(wait=True)  # queued steps (a stop that `e` asked for) finish first
             opened = self.takes.session is not None
+            trial = self.trials.index
             try:
                 result = self.takes.close()
                 if result is not None:
                     self.last = result
+                if trial is not None:  # a trial cut short by the close: its takeover still counts
+                    with contextlib.suppress(RigError):
+                        mark_trial(self.takes, trial)
             finally:
                 self.shutdown_report = dict(self.shutdown_report or self.takes.shutdown_report)
                 self.state = State.CLOSED
@@ -471,8 +475,10 @@ class Collector:
             return
         if review:
             self._reset_world(self.takes.seed + 1, pause_s=0.0)  # the take under review is kept
+        if self.state == State.SAVING:  # space was pressed while the policy loaded: no trial
+            self._set(State.READY, "policy trial cancelled; " + self._ready_message())
         if self.state != State.RECORDING:
-            return  # space was pressed meanwhile: no trial
+            return
         self._set(State.RECORDING, "policy trial: the followers go to the policy's start pose ...")
         try:
             self.episode = self.trials.begin(policy)
