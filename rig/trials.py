@@ -109,6 +109,10 @@ class PolicyTrials:
         from rig.train.latest import load_latest
 
         file = self.policy_file()
+        if "torch" not in sys.modules and self.takes.has_loop:
+            raise TakeError("the policy key needs torch loaded before the rig started (importing it now would stall "
+                            "the control loop for seconds): restart with quick-train on or with --policy "
+                            f"{file}")
         stamp = (str(file), file.stat().st_mtime) if file.exists() else None
         if self._policy is None or stamp != self._loaded:
             preload_torch()

@@ -26,6 +26,13 @@ torch = pytest.importorskip("torch")
 from recorder import Dataset  # noqa: E402
 from rig.recording import JOINTS  # noqa: E402
 from rig.ticks import SOURCE_CODES  # noqa: E402
+
+# The training code is imported now, before any rig runs: the emulated buses live in this
+# process, and a first import holds the interpreter long enough to starve them.
+from rig.train.background import BackgroundTrainer  # noqa: E402
+from rig.train.data import EpisodeCache  # noqa: E402
+from rig.train.latest import latest_policy_path, load_latest, save_latest  # noqa: E402
+from rig.train.trainer import TrainConfig, train_policy  # noqa: E402
 from rig.tui.app import CollectorApp  # noqa: E402
 from rig.tui.controller import CollectOptions, State  # noqa: E402
 from rig.tui.engine import CollectorProcess  # noqa: E402
@@ -56,10 +63,6 @@ def hold_leader(leader, rad: float) -> None:
 
 def train_known_policy(dataset) -> None:
     """A real policy trained on the dataset's takes, made to command the waist +0.5 rad ahead."""
-    from rig.train.data import EpisodeCache
-    from rig.train.latest import save_latest
-    from rig.train.trainer import TrainConfig, train_policy
-
     eps = EpisodeCache().load(dataset)
     assert [e.index for e in eps] == [0, 1]
     policy = train_policy(eps, TrainConfig(steps=3, k=10, batch=16, width=8, hidden=32))
@@ -111,10 +114,21 @@ def test_p_runs_the_policy_and_a_takeover_is_a_corrective_take_the_trainer_learn
 
 async def _scenario(tmp_path, leader, follower) -> None:
     path = tmp_path / "pair.toml"
-    path.write_text(pair_toml(leader.port, follower.port) + CAMERA)
+    # Training runs in this process beside the emulated buses: ride out its stalls (2.5 s of missed
+    # leader reads; a real leader's servos do not share an interpreter with the trainer).
+    path.write_text(pair_toml(leader.port, follower.port, missed_reads_to_stop=125) + CAMERA)
     ds_path = tmp_path / "takes.zarr"
-    c = CollectorProcess(CollectOptions(config=path, dataset=ds_path, seconds=0, reset_seconds=0.1, train=False),
-                         log_path=tmp_path / "engine.log")
+    # Naming the policy file (as `rig collect --policy` does, or quick-train being on) has the
+    # engine import torch before its loop starts.
+    c = CollectorProcess(CollectOptions(config=path, dataset=ds_path, seconds=0, reset_seconds=0.1, train=False,
+                                        policy=latest_policy_path(ds_path)), log_path=tmp_path / "engine.log")
+    try:
+        await _drive(c, leader, follower, ds_path)
+    finally:
+        c.close()  # a failed step must not leave the engine (not a daemon) running
+
+
+async def _drive(c, leader, follower, ds_path) -> None:
     app = CollectorApp(c, train=False)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: c.state == State.READY, 90, "READY")
@@ -191,8 +205,6 @@ def check_disk(ds_path, follower) -> None:
 
     # The trainer's selection: both demonstrations whole, the corrective take from its takeover
     # on (the operator's actions only), the uncorrected trial not at all.
-    from rig.train.data import EpisodeCache
-
     eps = {e.index: e for e in EpisodeCache().load(ds_path)}
     assert sorted(eps) == [0, 1, 2]
     corr = eps[2]
@@ -202,9 +214,6 @@ def check_disk(ds_path, follower) -> None:
     assert corr.action[0, 0] == pytest.approx(s["action"][r, 0], abs=1e-4)
 
     # The app's quick-train retrains on that selection and saves its latest where `p` loads it.
-    from rig.train.background import BackgroundTrainer
-    from rig.train.latest import latest_policy_path, load_latest
-
     before = latest_policy_path(ds_path).stat().st_mtime_ns
     with BackgroundTrainer(ds_path, budget_s=1, curve=False) as trainer:
         end = time.monotonic() + 180
@@ -253,10 +262,7 @@ def test_on_the_simulated_aloha_p_runs_the_policy_and_a_leader_held_aside_takes_
     from tests.apps import wait_for
 
     ds_path = tmp_path / "takes.zarr"
-    from rig.train.latest import latest_policy_path
-
-    # Naming the policy file (as `rig collect --policy`, or quick-train being on) makes the engine
-    # import torch before the loop starts.
+    # As above: the engine imports torch before its loop starts.
     c = CollectorProcess(CollectOptions(dataset=ds_path, seconds=0, reset_seconds=0.2, train=False,
                                         policy=latest_policy_path(ds_path)), log_path=tmp_path / "engine.log")
     try:
@@ -270,10 +276,6 @@ def test_on_the_simulated_aloha_p_runs_the_policy_and_a_leader_held_aside_takes_
             wait_for(c, lambda i=i: c.state == State.REVIEW and c.last.index == i, 20, "saved")
             c.keep()
             wait_for(c, lambda: c.state == State.READY, 30, "READY")
-        from rig.train.data import EpisodeCache
-        from rig.train.latest import save_latest
-        from rig.train.trainer import TrainConfig, train_policy
-
         policy = train_policy(EpisodeCache().load(ds_path), TrainConfig(steps=2, k=10, batch=8, width=8, hidden=32))
         assert set(policy.cfg.cameras) == {"top", "left_wrist", "right_wrist"} and policy.cfg.n == 14
         with torch.no_grad():
@@ -307,7 +309,5 @@ def test_on_the_simulated_aloha_p_runs_the_policy_and_a_leader_held_aside_takes_
     r = a["takeover_tick"]
     assert a["trial"] == "policy" and a["corrective"] is True and a["success"] is False and a["seed"] == 2
     assert np.all(src[:r] == SOURCE_CODES["policy"]) and np.all(src[r:] == SOURCE_CODES["takeover"])
-    from rig.train.data import EpisodeCache
-
     eps = {e.index: e for e in EpisodeCache().load(ds_path)}
     assert sorted(eps) == [0, 1, 2] and eps[2].ticks == tick[-1] - tick[r] + 1
