@@ -510,6 +510,15 @@ class Dataset:
         except OSError as e:
             raise fs_error(e, f"{doing} of episode {index}", path) from None
 
+    def annotate(self, index: int, attrs: Mapping[str, Any]) -> None:
+        """Add facts found after an episode closed (e.g. a policy trial's takeover) to its metadata.
+        The fields the recorder owns (status, success, counts ...) have their own setters."""
+        owned = set(attrs) & {"status", "success", "counts", "duration_s", "stop_monotonic_ns", "config"}
+        if owned:
+            raise RecorderError(f"annotate() cannot change {sorted(owned)}; use set_status/set_success")
+        for key, value in jsonable(dict(attrs)).items():
+            self._set_attr(index, key, value, f"annotating {key}")
+
     def set_status(self, index: int, status: Status | str) -> None:
         try:
             value = Status(status).value

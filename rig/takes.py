@@ -278,9 +278,11 @@ class Takes:
             world.set_operator(False)
             world.reset(self.sim_task, self.seed)
 
-    def begin(self) -> int:
+    def begin(self, extra: dict[str, Any] | None = None, perform: bool = True) -> int:
         """A take begins: its episode is opened and from now on ticks, frames and gripper samples
-        go into it. On the simulated rig the scripted operator starts performing."""
+        go into it. On the simulated rig the scripted operator starts performing (unless
+        ``perform`` is False: a policy trial, where the leaders stay still). ``extra``: more
+        metadata for the episode (a policy trial's, rig/trials.py)."""
         if self.recorder is None:
             raise TakeError("the rig is not open: no take can start")
         world = self.world
@@ -288,18 +290,19 @@ class Takes:
             self.compactor.pause()  # stopped before the episode opens: nothing encodes during a take
         if self.pose is not None:
             self.pose.pause()  # nothing is computed while a take records
-        extra = {"seed": self.seed} if world is not None else {}
+        meta = {"seed": self.seed} if world is not None else {}
         if self.session is not None and self.session.home is not None:
-            extra.update(self.session.home.episode_extra())
+            meta.update(self.session.home.episode_extra())
         try:
-            index = self.recorder.begin(task=self.task, operator=self.operator, extra=extra or None)
+            index = self.recorder.begin(task=self.task, operator=self.operator,
+                                        extra={**meta, **(extra or {})} or None)
         except BaseException:
             if self.compactor is not None:
                 self.compactor.resume()
             if self.pose is not None:
                 self.pose.resume()
             raise
-        if world is not None:
+        if world is not None and perform:
             world.set_operator(True, True)
         self.t_begin = time.monotonic()
         return index
@@ -314,11 +317,12 @@ class Takes:
         except RigError:
             return None
 
-    def end(self, status: str = "complete", note: str | None = None) -> TakeResult:
-        """A take ends: the episode is flushed and closed; a complete one is judged by the world."""
+    def end(self, status: str = "complete", note: str | None = None, judge: bool = True) -> TakeResult:
+        """A take ends: the episode is flushed and closed; a complete one is judged by the world
+        (unless ``judge`` is False: the collector labels it, as on hardware)."""
         if self.recorder is None or not self.recorder.recording:
             raise TakeError("no take is being recorded")
-        success = self.success() if status == "complete" else None
+        success = self.success() if status == "complete" and judge else None
         result = None
         try:
             result = self.recorder.end(success=success, status=status, note=note)
@@ -375,6 +379,18 @@ class Takes:
     def next_index(self) -> int:
         idx = self.dataset.indices() if self.dataset is not None else []
         return (max(idx) + 1) if idx else 0
+
+    def use(self, source, engage_s: float | None = None) -> bool:
+        """Switch the loop's command source (``ControlLoop.use``; None: back to the leaders,
+        ``reengage``); False on a rig without followers."""
+        loop = self._loop()
+        if loop is None:
+            return False
+        if source is None:
+            loop.reengage()
+        else:
+            loop.use(source, engage_s)
+        return True
 
     def replay(self, index: int) -> float | None:
         """Drive the followers through an episode's recorded actions; its length in seconds, or

@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
                    help="run quick-train in the background (default: on when torch is installed and the rig "
                         "has followers)")
+    p.add_argument("--policy", type=Path, default=None, metavar="PATH",
+                   help="the policy `p` runs on the followers (default: quick-train's latest, DATASET.policy.pt)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +54,8 @@ def run(args) -> int:
     # Quick-train learns the followers' actions: a handheld rig alone has none to learn.
     train = args.train if args.train is not None else (train_default() and bool(config.followers))
     options = CollectOptions(config=args.config, dataset=args.dataset, task=args.task, seconds=args.seconds,
-                             reset_seconds=args.reset_seconds, operator=args.operator, seed=args.seed, train=train)
+                             reset_seconds=args.reset_seconds, operator=args.operator, seed=args.seed, train=train,
+                             policy=args.policy)
     collector = CollectorProcess(options)  # the rig runs in its own process; this one draws the app
     yield_cpu_to_rig()
     # A kill or a closed terminal unwinds like Ctrl-C, through the finally below.

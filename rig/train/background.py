@@ -324,6 +324,9 @@ class _Worker:
                                       should_stop=self.interrupted)
         if policy is not None:
             self.policy = policy  # the next run warm-starts from it
+            from rig.train.latest import save_latest
+
+            save_latest(policy, self.path)  # the policy-on-arms key (`p` in the app) loads it
 
 
 def _quick_usable(path: str, task: str | None) -> str | None:

@@ -242,8 +242,11 @@ class EpisodeCache:
     skipped: dict[int, str] = field(default_factory=dict)  # damaged episodes: never trained on as zeros
 
     def load(self, path: str | Path, task: str | None = None) -> list[EpisodeData]:
+        from rig.train.corrective import from_tick, label_starts  # policy trials: rig/trials.py
+
         dataset = Dataset(path)
-        wanted = kept_episodes(dataset, task)
+        starts = label_starts(dataset, kept_episodes(dataset, task))
+        wanted = [i for i, start in starts.items() if start is not None]  # a trial nobody corrected: no labels
         out = []
         for i in wanted:
             a = dataset.info(i)
@@ -257,7 +260,10 @@ class EpisodeCache:
                         print(f"rig: skipping {exc}", file=sys.stderr)
                     self.skipped[i] = str(exc)
                     continue
-            out.append(have)
+            if starts[i]:  # a corrective take: the operator's actions from the takeover on
+                have = from_tick(have, dataset.episode(i).attrs)
+            if have is not None:
+                out.append(have)
         for i in set(self.episodes) - set(wanted):
             del self.episodes[i]
         if out and self.cameras is None:  # train on the cameras every kept episode has

@@ -127,6 +127,7 @@ class CollectorApp(App):
         Binding("s", "label(True)", "success"),
         Binding("f", "label(False)", "failure"),
         Binding("a", "replay_actions", "replay on arms"),
+        Binding("p", "run_policy", "run policy"),
         Binding("l", "episodes", "episodes"),
         Binding("t", "focus_train", "flagged", show=False),
         Binding("c", "calibrate", "calibrate"),
@@ -219,7 +220,7 @@ class CollectorApp(App):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "calibrate":
             return self.has_calibration  # the key (and its footer entry) only where the module exists
-        if action == "replay_actions":
+        if action in ("replay_actions", "run_policy"):
             return bool(self.collector.config.followers)  # a handheld rig has no arms to replay on
         return True
 
@@ -265,6 +266,12 @@ class CollectorApp(App):
 
     def action_replay_actions(self) -> None:
         self.collector.replay_actions(self._index_here())
+
+    def action_run_policy(self) -> None:
+        """The latest policy drives the followers as a recorded trial (docs/policy-on-arms.md)."""
+        if self.collector.state == State.REVIEW:
+            self.train_panel.notify_new_episode()  # the take under review is kept
+        self.collector.run_policy()
 
     def action_episodes(self) -> None:
         if self.collector.dataset is not None and not isinstance(self.screen, EpisodesScreen):

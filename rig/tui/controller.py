@@ -33,6 +33,7 @@ from rig.config import DEFAULT_DATASET, RigConfig, load_config
 from rig.handheld import GripperView
 from rig.recording import TakeResult
 from rig.takes import Failure, Takes
+from rig.trials import PolicyTrials, mark_trial, preload_torch
 
 FREEZE_GRACE_S = 2.0  # a camera frozen this long (after its own watchdog fired) is a fault
 
@@ -62,6 +63,7 @@ class CollectOptions:
     cameras: bool = True
     ring_prefix: str | None = None  # sim camera rings; default one per process
     world_options: dict[str, Any] = field(default_factory=dict)
+    policy: Path | None = None  # the policy `p` runs; None: quick-train's latest (rig/train/latest.py)
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Collector:
                            seed=options.seed, world_options=world_options, cameras=options.cameras,
                            on_button=self._button)
         self.task = self.takes.task
+        self.trials = PolicyTrials(self.takes, options.policy)  # `p`: the latest policy on the followers
         self.state = State.STARTING
         self.message = "starting the rig ..."
         self.notices: list[str] = []  # start-up remarks (e.g. a crashed episode left on disk)
@@ -186,6 +189,9 @@ class Collector:
 
         def retry(text: str) -> None:
             self.message = text
+        o = self.options
+        if self.config.followers and (o.train is not False or o.policy is not None or self.trials.policy_file().exists()):
+            preload_torch()  # for `p`: importing torch later would stall the running loop
         self.takes.open(on_retry=retry, cancelled=lambda: self._closed)
         if self._closed:
             return
@@ -202,10 +208,14 @@ class Collector:
             self._closed = True
             self._jobs.shutdown(wait=True)  # queued steps (a stop that `e` asked for) finish first
             opened = self.takes.session is not None
+            trial = self.trials.index
             try:
                 result = self.takes.close()
                 if result is not None:
                     self.last = result
+                if trial is not None:  # a trial cut short by the close: its takeover still counts
+                    with contextlib.suppress(RigError):
+                        mark_trial(self.takes, trial)
             finally:
                 self.shutdown_report = dict(self.shutdown_report or self.takes.shutdown_report)
                 self.state = State.CLOSED
@@ -262,6 +272,16 @@ class Collector:
         if index is None:
             return None
         return self._submit(self._label, index, success)
+
+    def run_policy(self) -> Future | None:
+        """p: the latest policy drives the followers, recorded as a trial (a take under review is
+        kept first, as space does). Moving a leader takes over; space stops the trial."""
+        with self._lock:
+            if self.state not in (State.READY, State.REVIEW) or not self.takes.has_loop:
+                return None
+            review = self.state == State.REVIEW
+            self._set(State.RECORDING, "loading the latest policy ...")
+            return self._submit(self._start_trial, review)
 
     def replay_actions(self, index: int | None = None) -> Future | None:
         """Drive the followers through an episode's recorded actions (sim world or hardware)."""
@@ -447,17 +467,50 @@ class Collector:
         if self.state == State.RECORDING:  # not if space was pressed again meanwhile (SAVING)
             self._set(State.RECORDING, f"recording take {self.episode}; space to stop")
 
+    def _start_trial(self, review: bool) -> None:
+        try:
+            policy = self.trials.load()
+        except RigError as exc:  # no policy yet: say so and stay ready (no fault: the rig is fine)
+            self._set(State.REVIEW if review else State.READY, str(exc))
+            return
+        if review:
+            self._reset_world(self.takes.seed + 1, pause_s=0.0)  # the take under review is kept
+        if self.state == State.SAVING:  # space was pressed while the policy loaded: no trial
+            self._set(State.READY, "policy trial cancelled; " + self._ready_message())
+        if self.state != State.RECORDING:
+            return
+        self._set(State.RECORDING, "policy trial: the followers go to the policy's start pose ...")
+        try:
+            self.episode = self.trials.begin(policy)
+        except RigError as exc:  # the policy does not fit this rig (its cameras, its values)
+            if self.takes.recording:
+                raise
+            self.takes.use(None)
+            self._set(State.READY, str(exc))
+            return
+        if self.state == State.RECORDING:
+            self._set(State.RECORDING, f"policy trial {self.episode}: the policy drives; move a leader to take "
+                                       "over; space to stop")
+
     def _stop(self) -> None:
         if not self.takes.recording:
             return  # a fault already saved it
-        result = self.takes.end()
+        trial = self.trials.active
+        result = self.trials.end()[0] if trial else self.takes.end()
         self.last = result
         self.t_saved_ns = time.monotonic_ns()
         self._kept_count += 1
         self.first_frame = self._read_first_frame(result.index)
         label = {True: "success", False: "failure", None: "unlabelled"}[result.success]
-        self._set(State.REVIEW, f"take {result.index} saved ({result.duration_s:.1f} s, {label}): enter keep, "
-                                "backspace discard, r re-record, s/f label")
+        if trial:
+            marks = self.trials.marks
+            how = (f"taken over at tick {marks.takeover_tick}: a corrective take" if marks.corrective
+                   else "no takeover")
+            self._set(State.REVIEW, f"policy trial {result.index} saved ({result.duration_s:.1f} s, {how}): label it "
+                                    "s success / f failure; enter keep, backspace discard")
+        else:
+            self._set(State.REVIEW, f"take {result.index} saved ({result.duration_s:.1f} s, {label}): enter keep, "
+                                    "backspace discard, r re-record, s/f label")
         if self.on_saved is not None:
             self.on_saved(result)
 
@@ -528,7 +581,9 @@ class Collector:
         finally:
             if t.recording:
                 with contextlib.suppress(RigError):
-                    self.last = t.end(status="recovered", note=f"cut short by a fault: {text}")
+                    note = f"cut short by a fault: {text}"
+                    self.last = (self.trials.end(status="recovered", note=note)[0] if self.trials.active
+                                 else t.end(status="recovered", note=note))
                     self._kept_count += 1
 
     def _maybe_clear_camera_fault(self) -> None:

@@ -43,7 +43,8 @@ CALL_TIMEOUT_S = 15.0  # an action is only queued: a reply this late means the e
 CLOSE_TIMEOUT_S = 90.0  # a safe shutdown saves the take and stops the arms (slow on a loaded machine)
 START_TIMEOUT_S = 60.0  # the process imports numpy, zarr, MuJoCo's bindings ...
 PREVIEW_WIDTH = 160  # preview frames are strided down to at most this many pixels across
-WORLD_DRILLS = ("unplug", "set_camera_delay")  # fault drills the engine passes on to a simulated world
+# Drills the engine passes on to a simulated world: faults, a hand holding a leader, the physics' arm pose
+WORLD_DRILLS = ("unplug", "set_camera_delay", "set_leader_pose", "arm_qpos")
 
 
 class EngineError(RigError):
@@ -110,7 +111,7 @@ def _dispatch(c: Collector, op: str, args: tuple) -> Any:
     if op == "open":
         c.open()
         return None
-    if op in ("toggle", "keep", "rerecord", "discard", "label", "replay_actions"):
+    if op in ("toggle", "keep", "rerecord", "discard", "label", "replay_actions", "run_policy"):
         return getattr(c, op)(*args) is not None  # accepted (queued) or not
     if op == "snapshot":
         return _snapshot(c, *args)
@@ -399,6 +400,9 @@ class CollectorProcess:
 
     def replay_actions(self, index: int | None = None) -> bool | None:
         return self._action("replay_actions", index)
+
+    def run_policy(self) -> bool | None:
+        return self._action("run_policy")
 
     def drill(self, op: str, *args: Any) -> Any:
         """Simulated rig: inject a fault in the world (``unplug`` an arm, delay a camera)."""
