@@ -250,3 +250,39 @@ def test_rig_calibrate_board_command(tmp_path, capsys):
     assert main(["calibrate", "board", "--check", str(tmp_path / "b.png"), "--camera", "nocam",
                  "--dir", str(tmp_path)]) == 2
     assert "no stored intrinsics" in capsys.readouterr().err
+
+
+def test_the_app_replay_shows_a_handheld_takes_trajectory_from_above_and_from_the_side(tmp_path):
+    """A kept handheld take's pose (computed after the take) is drawn in the replay screen."""
+    import asyncio
+    import time
+
+    from textual.app import App
+
+    from recorder import Dataset
+    from rig.cli import main
+    from rig.pose.episode import record_home_take
+    from rig.tui.replay import ReplayScreen
+    from tests.apps import screen_text
+
+    take = simulate(seed=2, duration=3.0, fps=15.0)
+    i = record_home_take(tmp_path / "ds", take)
+    assert main(["pose", str(tmp_path / "ds"), str(i)]) == 0
+    screen = ReplayScreen(Dataset(tmp_path / "ds"), i)
+
+    class Viewer(App):
+        def on_mount(self) -> None:
+            self.push_screen(screen)
+
+    async def run() -> str:
+        app = Viewer()
+        async with app.run_test(size=(170, 60)) as pilot:
+            end = time.monotonic() + 30
+            while time.monotonic() < end and not screen.pose_views:
+                await pilot.pause(0.1)
+            await pilot.pause(0.2)
+            return screen_text(app)
+
+    text = asyncio.run(run())
+    assert "top view" in screen.pose_views and "side view" in screen.pose_views
+    assert "top view" in text and "side view" in text  # on the screen, beside the jaw's plot

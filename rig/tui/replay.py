@@ -26,6 +26,8 @@ from rig.recording import JOINTS
 from rig.tui.quality import Quality, episode_quality
 from rig.tui.widgets import Banner, FrameView
 
+POSE_STREAM = "pose"  # rig.pose.episode.POSE_STREAM, without importing the pose pipeline
+POSE_VIEW = (60, 11)  # columns and rows of each of the pose's two views
 PLOT_EVERY_S = 0.5  # while playing, move the plot's time cursor at most this often (plotext is slow)
 
 
@@ -101,6 +103,7 @@ class ReplayScreen(Screen):
         self._plot_at = 0.0
         self._last_tick = 0.0
         self.t0_ns = 0
+        self.pose_views = ""  # the pose's top and side views, for a handheld take that has one
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
@@ -110,6 +113,7 @@ class ReplayScreen(Screen):
                 yield Static("", id="replay-status")
             with Vertical(id="replay-right"):
                 yield Static(Text("loading the joint trajectories ...", "dim"), id="replay-plot")
+                yield Static("", id="replay-pose")  # a handheld take's 6-DoF trajectory, once computed
                 yield Static(Text("quality: computing ...", "dim"), id="replay-quality")
         yield Footer(compact=True)
 
@@ -156,6 +160,8 @@ class ReplayScreen(Screen):
                 self._post(self._got_joints, t_s, joints["leader_q"], joints["follower_q"])
             else:
                 self._post(self._got_gripper, t_s, gripper["jaw"], gripper["trigger"])
+        if POSE_STREAM in ep.streams:  # a handheld take's pose, computed after it (rig/pose)
+            self._post(self._got_pose, ep)
         for track in tracks:
             track.blobs = ep.read_jpeg(track.name)
         self._post(self._show_frame, force=True)
@@ -206,6 +212,13 @@ class ReplayScreen(Screen):
         self.names = ["gripper jaw (0 closed .. 1 open)", "gripper trigger"]
         self._got_curves(t_s, {"gripper": np.stack([np.asarray(jaw, np.float64),
                                                     np.asarray(trigger, np.float64)], axis=1)})
+
+    def _got_pose(self, ep) -> None:
+        from rig.pose.view import trajectory_plot  # cv2 and scipy: only for takes that have a pose
+
+        # plotext keeps one global figure: drawn here, on the UI thread, as the other plots are
+        self.pose_views = trajectory_plot(ep, width=POSE_VIEW[0], height=POSE_VIEW[1])
+        self.query_one("#replay-pose", Static).update(Text.from_ansi(self.pose_views))
 
     def _got_curves(self, t_s: np.ndarray, curves: dict[str, np.ndarray]) -> None:
         self.t_joints, self.curves = t_s, curves
