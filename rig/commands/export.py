@@ -1,4 +1,4 @@
-"""`rig export DATASET --format aloha-hdf5 OUT`: write episodes for ACT/ALOHA training code."""
+"""`rig export DATASET OUT --format aloha-hdf5|lerobot`: episodes for ACT/ALOHA training code or LeRobot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from drivers.errors import RigError
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export episodes to another format (ACT/ALOHA HDF5)")
+    p = subparsers.add_parser("export", help="export episodes to another format (ACT/ALOHA HDF5, LeRobot v3.0)")
     p.add_argument("dataset", help="dataset directory (zarr)")
     p.add_argument("out", help="output directory")
     p.add_argument("--format", default="aloha-hdf5", choices=["aloha-hdf5", "lerobot"], help="output format")
