@@ -108,6 +108,7 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     from rig.sim.hardware import (
         FOLLOWER_GRIPPER_CLOSED_TICKS,
         FOLLOWER_GRIPPER_OPEN_TICKS,
+        VELOCITY_UNIT_RAD_S,
         follower_gripper_from_finger,
         ticks_from_angle,
     )
@@ -152,13 +153,18 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
 
     span = FOLLOWER_GRIPPER_OPEN_TICKS - FOLLOWER_GRIPPER_CLOSED_TICKS
 
+    def bus_velocity(rad_s):
+        """As the servos report it: Present Velocity in whole units of 0.229 rpm. The takes' velocities
+        came through the bus so; MuJoCo's exact (and jittery) ones are inputs a policy never saw."""
+        return np.rint(np.asarray(rad_s) / VELOCITY_UNIT_RAD_S) * VELOCITY_UNIT_RAD_S
+
     def read() -> tuple[np.ndarray, np.ndarray]:
         q, dq = np.zeros(14), np.zeros(14)
         for k, side in enumerate(SIDES):
             a, v = scene.arm_qpos(side), scene.arm_qvel(side)
-            q[7 * k: 7 * k + 6], dq[7 * k: 7 * k + 6] = a[:6], v[:6]
+            q[7 * k: 7 * k + 6], dq[7 * k: 7 * k + 6] = a[:6], bus_velocity(v[:6])
             q[7 * k + 6] = (ticks_from_angle(follower_gripper_from_finger(a[6])) - FOLLOWER_GRIPPER_CLOSED_TICKS) / span
-            dq[7 * k + 6] = v[6] * FINGER_DRAD_DM * 4096 / (2 * np.pi) / span
+            dq[7 * k + 6] = bus_velocity(v[6] * FINGER_DRAD_DM) * 4096 / (2 * np.pi) / span
         return q, dq
 
     scene.reset(seed)

@@ -55,6 +55,18 @@ class QuickConfig:
     max_steps: int = 40000
     q_noise: float = 0.01  # rad (and normalized gripper units) added to the positions in training
     levels: int = 3  # gripper classes
+    # "levels": each gripper a classification over ``levels`` commanded values; "regress": its
+    # commanded value regressed with the arms (L1), as the issue's prototype did.
+    gripper: str = "levels"
+    # "grippers": time since start and, per gripper, since it last closed / opened; "time": the time
+    # since start only (the prototype).
+    phase: str = "grippers"
+    # How joint velocities are scaled: "joint" (each joint's own spread) or "pooled" (one scale for
+    # every joint). Per joint, a joint that is still in most takes gets a spread of ~0.03 rad/s, and
+    # in closed loop its small motions read as 5-14 sigma: the arms oscillated (traced, fast sim);
+    # pooled, the reach lands, but success was 0/10 either way, so the default is unchanged.
+    # "none": velocities left out (zeros).
+    velocity: str = "joint"
     camera: str = "top"
     locator: str = "difference"  # or "colour:red" (an explicit colour prior)
     n_objects: int = 1
@@ -125,8 +137,9 @@ class PhaseTracker:
     take (every tick, the action sent the tick before) and live (at every prediction, the policy's
     own last command)."""
 
-    def __init__(self, n_grip: int):
+    def __init__(self, n_grip: int, grippers: bool = True):
         self.n_grip = n_grip
+        self.grippers = grippers
         self.reset()
 
     def reset(self) -> None:
@@ -142,13 +155,15 @@ class PhaseTracker:
         if self.closed is not None:
             self.since[closed != self.closed] = t
         self.closed = closed
+        if not self.grippers:
+            return np.array([(t - self.t0) / TRIAL_S], np.float32)
         age = np.minimum(t - self.since, PHASE_CLIP_S) / PHASE_CLIP_S
         return np.concatenate([[(t - self.t0) / TRIAL_S], np.where(closed, age, 0.0), np.where(closed, 0.0, age)]
                               ).astype(np.float32)
 
     @property
     def size(self) -> int:
-        return 1 + 2 * self.n_grip
+        return 1 + 2 * self.n_grip * self.grippers
 
 
 # ---- the network ------------------------------------------------------------------------------------
@@ -275,7 +290,9 @@ class QuickPolicy:
         g = np.array(self.joints.gripper)
         self.grip_idx = np.flatnonzero(g)
         self.arm_idx = np.flatnonzero(~g)
-        self.phase = PhaseTracker(len(self.grip_idx))
+        # the joints the net regresses (as offsets, or absolute targets): the arms, or every joint
+        self.reg_idx = np.arange(len(g)) if self.qcfg.gripper == "regress" else self.arm_idx
+        self.phase = PhaseTracker(len(self.grip_idx), self.qcfg.phase == "grippers")
         self._obj: np.ndarray | None = None
         self._chunk: np.ndarray | None = None  # the last prediction and when: the grippers' commands
         self._t_chunk = 0.0
@@ -339,8 +356,10 @@ class QuickPolicy:
     def decode(self, q: np.ndarray, arm: np.ndarray, grip_logits: np.ndarray) -> np.ndarray:
         s = self.stats
         out = np.empty((self.cfg.k, self.cfg.n), np.float32)
-        base = 0.0 if self.qcfg.absolute else q[self.arm_idx]
-        out[:, self.arm_idx] = base + s.d_mean + arm * s.d_std
+        base = 0.0 if self.qcfg.absolute else q[self.reg_idx]
+        out[:, self.reg_idx] = base + s.d_mean + arm * s.d_std
+        if self.qcfg.gripper == "regress":
+            return out
         cls = grip_logits.argmax(-1)  # (k, n_grip)
         out[:, self.grip_idx] = np.take_along_axis(s.levels[None, :, :], cls[..., None], -1)[..., 0]
         return out
@@ -369,7 +388,9 @@ class QuickPolicy:
 def _make_net(qcfg: QuickConfig, joints: JointInfo, stats: QuickStats) -> QuickNet:
     n = len(joints.gripper)
     n_grip = int(sum(joints.gripper))
-    d_in = 2 * n + len(stats.obj_mean) + 1 + 2 * n_grip
+    d_in = 2 * n + len(stats.obj_mean) + PhaseTracker(n_grip, qcfg.phase == "grippers").size
+    if qcfg.gripper == "regress":  # the grippers' values are regressed beside the arms
+        return QuickNet(d_in, qcfg.k, n, 0, qcfg.levels, qcfg.hidden, qcfg.layers)
     return QuickNet(d_in, qcfg.k, n - n_grip, n_grip, qcfg.levels, qcfg.hidden, qcfg.layers)
 
 
@@ -410,6 +431,8 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
     joints = eps[0].joints
     g = np.array(joints.gripper)
     grip_idx, arm_idx = np.flatnonzero(g), np.flatnonzero(~g)
+    regress = cfg.gripper == "regress"
+    reg_idx = np.arange(len(g)) if regress else arm_idx
     obj, loc_info = object_features(eps, cfg, task, reference)
     q = np.concatenate([e.q for e in eps])
     dq = np.concatenate([e.dq for e in eps])
@@ -417,12 +440,18 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
     ep_row = np.concatenate([np.full(e.ticks, r) for r, e in enumerate(eps)])
     levels = np.stack([gripper_levels(np.concatenate([e.action[:, i] for e in eps]), cfg.levels) for i in grip_idx])
     thresholds = np.array([_closed_below(lv) for lv in levels])
-    tracker = PhaseTracker(len(grip_idx))
+    tracker = PhaseTracker(len(grip_idx), cfg.phase == "grippers")
     phase = np.concatenate([_phase_rows(e, tracker, grip_idx, thresholds) for e in eps])
-    off = chunks[:, :, arm_idx] - (0.0 if cfg.absolute else q[:, None, arm_idx])
+    off = chunks[:, :, reg_idx] - (0.0 if cfg.absolute else q[:, None, reg_idx])
     eps_ = 1e-3
-    stats = QuickStats(q.mean(0), q.std(0) + eps_, dq.mean(0), dq.std(0) + eps_,
-                       off.reshape(-1, len(arm_idx)).mean(0), off.reshape(-1, len(arm_idx)).std(0) + eps_,
+    if cfg.velocity == "joint":
+        dq_mean, dq_std = dq.mean(0), dq.std(0) + eps_
+    elif cfg.velocity == "pooled":
+        dq_mean, dq_std = np.zeros(dq.shape[1]), np.full(dq.shape[1], dq.std() + eps_)
+    else:  # "none": a scale so large the inputs are zeros
+        dq_mean, dq_std = np.zeros(dq.shape[1]), np.full(dq.shape[1], 1e9)
+    stats = QuickStats(q.mean(0), q.std(0) + eps_, dq_mean, dq_std,
+                       off.reshape(-1, len(reg_idx)).mean(0), off.reshape(-1, len(reg_idx)).std(0) + eps_,
                        obj.mean(0), obj.std(0) + eps_, levels, thresholds)
     stats = QuickStats(*(np.asarray(v, np.float32) for v in asdict(stats).values()))
     cls = np.abs(chunks[:, :, grip_idx][..., None] - levels[None, None, :, :]).argmin(-1)  # (N, K, n_grip)
@@ -446,8 +475,9 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
         qb = qb + torch.randn_like(qb) * cfg.q_noise  # the copycat guard: the state is not exact
         x = torch.cat([(qb - q_mean) / q_std, x_dq[idx], x_obj[idx], x_phase[idx]], 1)
         arm, grip = net(x)
-        loss = torch.nn.functional.l1_loss(arm, y_arm[idx]) + torch.nn.functional.cross_entropy(
-            grip.reshape(-1, cfg.levels), y_cls[idx].reshape(-1))
+        loss = torch.nn.functional.l1_loss(arm, y_arm[idx])
+        if not regress:
+            loss = loss + torch.nn.functional.cross_entropy(grip.reshape(-1, cfg.levels), y_cls[idx].reshape(-1))
         for pg in opt.param_groups:
             pg["lr"] = lr
         opt.zero_grad(set_to_none=True)
