@@ -19,7 +19,6 @@ that tells "the takes teach the task" apart from "the policy cannot see yet".
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -424,7 +423,7 @@ def train_quick(eps: Sequence[QuickEpisode], task: str, cfg: QuickConfig, *, ref
 
 
 def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) -> QuickPolicy:
-    from rig.train.trainer import pick_device, start_pose
+    from rig.train.trainer import _lr_at, pick_device, start_pose
 
     t0 = time.monotonic()
     device = pick_device(cfg.device)
@@ -508,10 +507,7 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
             break
         while marks and time.monotonic() - t0 >= marks[0]:
             snaps.append((marks.pop(0), s, {k: v.detach().clone().cpu() for k, v in net.state_dict().items()}))
-        warm = max(1, steps // 20)
-        lr = cfg.lr * (s + 1) / warm if s < warm else cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(
-            math.pi * (s - warm) / max(1, steps - warm))))
-        loss = step(lr)
+        loss = step(_lr_at(s, steps, cfg.lr))  # the visuomotor trainer's warm-up and cosine schedule
         ema = loss if ema is None else 0.98 * ema + 0.02 * loss
         done = s + 1
         if s % max(1, steps // 50) == 0 or done == steps:
