@@ -121,10 +121,8 @@ class PolicySource(CommandSource):
                  ensemble: float | None = None):
         self.policy = policy
         self.cameras = list(cameras)
-        self.ensemble = ensemble
+        self.execute, self.ensemble = chunk_schedule(policy, execute, ensemble)
         k = policy.cfg.k
-        # ensembling averages overlapping chunks: by default a new one every tick, as ACT
-        self.execute = min(k, execute or (1 if ensemble is not None else max(1, k // 2)))
         self._chunks: collections.deque = collections.deque(maxlen=k)  # (tick predicted at, chunk)
         self.hw = tuple(policy.cfg.image_hw)
         self._small = np.zeros((len(self.cameras), *self.hw, 3), np.uint8)  # the latest frames, decoded
@@ -170,6 +168,17 @@ class PolicySource(CommandSource):
             self._small[i] = decode_small(blob, self.hw, _reduction(cam.width, cam.height, self.hw))
             self._seen[i] = frame.index
         return self._small
+
+
+def chunk_schedule(policy: Any, execute: int | None = None, ensemble: float | None = None) -> tuple[int, float | None]:
+    """How a policy's chunks are sent: (a new chunk every ``execute`` ticks, ensembling m or None).
+    Unless the caller says, the policy's own choice (attributes ``execute``, ``ensemble``, the
+    way it was trained to run), else a new chunk every K/2 ticks; ensembling averages
+    overlapping chunks, so by default it predicts every tick, as ACT."""
+    if execute is None and ensemble is None:
+        execute, ensemble = getattr(policy, "execute", None), getattr(policy, "ensemble", None)
+    k = policy.cfg.k
+    return min(k, execute or (1 if ensemble is not None else max(1, k // 2))), ensemble
 
 
 def _ensembled(chunks, k: int, m: float) -> np.ndarray:

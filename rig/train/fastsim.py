@@ -104,7 +104,6 @@ def _run(state: dict, task: str, seeds: list[int], seconds: float, config: str) 
 def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[float]) -> FastTrial:
     import mujoco
 
-    from recorder.codec import encode_jpeg
     from rig.sim.hardware import (
         FOLLOWER_GRIPPER_CLOSED_TICKS,
         FOLLOWER_GRIPPER_OPEN_TICKS,
@@ -115,7 +114,7 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     from rig.sim.reference import capture_reference_here, finger_from_normalized, pose_scene
     from rig.sim.scene import SIDES, SimScene
     from rig.sim.world import FINGER_DRAD_DM
-    from rig.train.data import _reduction, decode_small
+    from rig.sources import PolicySource
 
     scene = _trial.scenes.get(task) if hasattr(_trial, "scenes") else None
     if scene is None:
@@ -124,7 +123,6 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     m, d = scene.model, scene.data
     period = 1.0 / cfg.rate_hz
     sub = max(1, int(round(period / m.opt.timestep)))
-    k_exec = max(1, policy.cfg.k // 2)  # as evaluate_in_sim: a new chunk every K/2 ticks
     lower = np.concatenate([_limits(a)[0] for a in cfg.followers])
     upper = np.concatenate([_limits(a)[1] for a in cfg.followers])
     max_step = np.concatenate([[cfg.safety.max_step_rad] * len(a.joints) + ([cfg.safety.max_gripper_step] if a.gripper
@@ -145,6 +143,7 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
         r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         renderers[c] = r
+    views = [_RenderedCamera(c, *size[c], renderers[c], d) for c in cams]
 
     def set_goal(target: np.ndarray) -> None:
         for k, side in enumerate(SIDES):
@@ -173,26 +172,22 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     set_goal(start)
     mujoco.mj_forward(m, d)
     scene.step(int(0.5 / m.opt.timestep))  # settle, as the loop does
+    sim_clock[0] = 0.0
+    # The rig's own policy source schedules the chunks (a new one every ``execute`` ticks, or
+    # ACT's ensembling), as in the real-time trials and on the arms: one mechanism, not a copy.
+    loop = _Followers(len(lower))
+    source = PolicySource(policy, views)
+    source.begin(loop, 0)
     if hasattr(policy, "reset"):
         policy.reset(seed)
-    sim_clock[0] = 0.0
-    images = np.zeros((len(cams), *hw, 3), np.uint8)
     target = np.clip(read()[0], lower, upper)
-    chunk, j = None, 0
     t_ok = None
     n_ticks = int(seconds / period)
     poll = max(1, int(round(0.25 / period)))
     for tick in range(n_ticks):
         sim_clock[0] = tick * period
-        q, dq = read()
-        if chunk is None or j >= k_exec:
-            for i, c in enumerate(cams):
-                w, h = size[c]
-                renderers[c].update_scene(d, camera=c)
-                images[i] = decode_small(encode_jpeg(renderers[c].render()), hw, _reduction(w, h, hw))
-            chunk, j = policy.predict_chunk(images, q.astype(np.float32), dq.astype(np.float32)), 0
-        want = np.clip(chunk[j], lower, upper)
-        j += 1
+        loop.follower_q, loop.follower_dq = (v.astype(np.float32) for v in read())
+        want = np.clip(source.target(loop, tick), lower, upper)
         target += np.clip(want - target, -max_step, max_step)
         set_goal(target)
         scene.step(sub)
@@ -202,6 +197,32 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     for r in renderers.values():
         r.close()
     return FastTrial(seed, t_ok is not None, t_ok)
+
+
+class _Followers:
+    """What a command source reads of the loop: the followers' state, this tick."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.follower_q = np.zeros(n, np.float32)
+        self.follower_dq = np.zeros(n, np.float32)
+
+
+class _RenderedCamera:
+    """A camera of the direct loop: each ``latest()`` renders the scene now (only asked for when
+    the policy predicts), as an RGB frame the policy source JPEG-encodes like a live one."""
+
+    def __init__(self, name: str, width: int, height: int, renderer, data):
+        self.name, self.width, self.height = name, width, height
+        self._renderer, self._data = renderer, data
+        self._index = 0
+
+    def latest(self):
+        from types import SimpleNamespace
+
+        self._renderer.update_scene(self._data, camera=self.name)
+        self._index += 1
+        return SimpleNamespace(index=self._index, encoding="rgb8", data=self._renderer.render())
 
 
 def _limits(arm) -> tuple[np.ndarray, np.ndarray]:

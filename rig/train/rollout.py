@@ -122,8 +122,9 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
     from rig.loop import ControlLoop
     from rig.sim.launch import start_world
 
-    # ensembling averages overlapping chunks: by default a new one every tick, as ACT
-    execute = min(policy.cfg.k, execute or (1 if ensemble is not None else max(1, policy.cfg.k // 2)))
+    from rig.sources import chunk_schedule
+
+    execute, ensemble = chunk_schedule(policy, execute, ensemble)
     t_wall = time.monotonic()
     specs = _camera_specs(cfg, policy.cfg.cameras)
     world = start_world(task, seed0, cameras=specs, operator=False, ring_prefix=f"rig-eval-{os.getpid()}-")
