@@ -107,7 +107,8 @@ def test_the_gripper_is_decided_from_phase_not_averaged():
     rng = np.random.default_rng(0)
     eps = [_take(i, rng, reach_s=float(rng.uniform(1.2, 2.6))) for i in range(10)]
     ref = np.full((24, 32, 3), 90, np.uint8)
-    cfg = QuickConfig(steps=1000, hidden=64, layers=2, batch=128, lr=3e-3, k=5, q_noise=0.0, absolute=False)
+    cfg = QuickConfig(steps=1000, hidden=64, layers=2, batch=128, lr=3e-3, k=5, q_noise=0.0, absolute=False,
+                      velocity="joint", members=1, execute=None)  # the phase mechanism alone, one network
     policy = train_quick(eps, "", cfg, reference=ref)
     levels = policy.stats.levels[1]
     assert levels[0] < 0.1 and levels[-1] > 0.9  # closed and open found in the takes' commands

@@ -18,8 +18,8 @@ def register(subparsers) -> None:
                    help="quick (default): objects located in the first frame, joint state, phase, a decided gripper; "
                         "success measured closed-loop. visuomotor: the end-to-end CNN policy on every camera frame")
     p.add_argument("--budget", type=float, default=None, metavar="S",
-                   help="training seconds of the main run (default: quick 180, visuomotor 45); the curve repeats its "
-                        "step count")
+                   help="training seconds of the main run (default: quick 300, 600 on a GPU; visuomotor 45); the "
+                        "curve repeats its step count")
     p.add_argument("--fast-trials", type=int, default=10, metavar="N",
                    help="quick: trials of the fast estimate (a direct MuJoCo loop, faster than real time) on unseen "
                         "seeds, for the success figure and the success-vs-takes curve (default 10; 0: none)")
@@ -182,7 +182,7 @@ def run_quick(args: argparse.Namespace) -> int:
     if args.eval_demo and args.eval_trials <= 0:
         raise TrainError("--eval-demo acts on the closed-loop trials: add --eval-trials N")
     device = pick_device(args.device)  # --device cuda without a GPU: one clear line
-    budget = args.budget if args.budget is not None else (600.0 if device.startswith("cuda") else 180.0)
+    budget = args.budget if args.budget is not None else (600.0 if device.startswith("cuda") else 300.0)
     locator = args.locator
     if locator != "difference" and not locator.startswith("colour:"):
         raise TrainError(f"unknown --locator {locator!r}: difference, or colour:red|green|blue (an explicit colour prior)")

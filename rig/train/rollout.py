@@ -121,7 +121,6 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
     from rig.arms import Follower
     from rig.loop import ControlLoop
     from rig.sim.launch import start_world
-
     from rig.sources import chunk_schedule
 
     execute, ensemble = chunk_schedule(policy, execute, ensemble)
