@@ -261,3 +261,41 @@ def test_a_policy_state_round_trips(labelled):
         pol.reset()
     assert np.allclose(p.predict_chunk(img, q, dq), again.predict_chunk(img, q, dq))
     assert p.cfg.cameras == ("top",) and p.cfg.image_hw == (240, 320) and p.start_q is not None
+    assert len(p.net.members) == 3 and p.execute == 25  # three voting networks, a chunk sent 25 at a time
+
+
+class _HoldPolicy:
+    """Predicts the pose the trial starts from; says how its chunks are to be sent (``execute``)
+    and counts the ticks it was asked at."""
+
+    def __init__(self, execute: int | None, ensemble: float | None = None):
+        from rig.train.model import PolicyConfig
+        from rig.sim.scene import START_ARM_POSE
+
+        self.cfg = PolicyConfig(n=14, k=10, cameras=(), image_hw=(60, 80))
+        self.start_q = np.array([*START_ARM_POSE, 0.5] * 2, np.float32)
+        self.execute, self.ensemble = execute, ensemble
+        self.asked: list[float] = []
+        self.clock = lambda: 0.0
+
+    def predict_chunk(self, images, q, dq):
+        self.asked.append(round(self.clock() * 50))
+        return np.repeat(self.start_q[None], self.cfg.k, 0)
+
+
+def test_fast_trials_and_the_loop_send_a_policys_chunks_on_its_own_schedule():
+    from rig.config import load_config
+    from rig.sources import PolicySource
+    from rig.train.fastsim import _trial
+
+    assert PolicySource(_HoldPolicy(7)).execute == 7  # the policy's own schedule...
+    assert PolicySource(_HoldPolicy(7), execute=3).execute == 3  # ...unless the caller says
+    assert PolicySource(_HoldPolicy(None)).execute == 5  # none said: half the chunk
+    s = PolicySource(_HoldPolicy(None, ensemble=0.01))
+    assert s.execute == 1 and s.ensemble == 0.01  # ensembling: a chunk every tick, as ACT
+    policy = _HoldPolicy(7)
+    clock = [0.0]
+    policy.clock = lambda: clock[0]
+    r = _trial(policy, load_config("sim-aloha"), "transfer_cube", 0, 1.0, clock)
+    assert not r.success  # holding still does not move the cube
+    assert policy.asked == list(range(0, 50, 7))  # the fast loop asked at the same ticks the rig's loop would
