@@ -269,8 +269,8 @@ class _HoldPolicy:
     and counts the ticks it was asked at."""
 
     def __init__(self, execute: int | None, ensemble: float | None = None):
-        from rig.train.model import PolicyConfig
         from rig.sim.scene import START_ARM_POSE
+        from rig.train.model import PolicyConfig
 
         self.cfg = PolicyConfig(n=14, k=10, cameras=(), image_hw=(60, 80))
         self.start_q = np.array([*START_ARM_POSE, 0.5] * 2, np.float32)
