@@ -224,13 +224,17 @@ class QuickEnsemble(nn.Module):
 
 
 def gripper_levels(values: np.ndarray, n: int) -> np.ndarray:
-    """1-D k-means: the few values a gripper is commanded to (closed, holding, open ...)."""
+    """The few values a gripper is held at (closed, holding, open ...): 1-D k-means, then each
+    cluster's median. A cluster's mean is pulled in by the ramps between levels: "open" came out
+    0.947 where the takes open to 1.0, and a left gripper that opens to 0.95 narrows the handover
+    (fast sim, the same weights on seeds 1000-1039: 34/40 with the means, 36/40 with the medians)."""
     v = np.asarray(values, np.float64).ravel()
     c = np.quantile(v, np.linspace(0.02, 0.98, n))
     for _ in range(30):
         lab = np.abs(v[:, None] - c[None, :]).argmin(1)
         c = np.array([v[lab == j].mean() if (lab == j).any() else c[j] for j in range(n)])
-    return np.sort(c)
+    lab = np.abs(v[:, None] - c[None, :]).argmin(1)
+    return np.sort([np.median(v[lab == j]) if (lab == j).any() else c[j] for j in range(n)])
 
 
 def _closed_below(levels: np.ndarray) -> float:
