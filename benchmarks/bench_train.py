@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the top camera only: the quick policy locates the cube in it, and two cores keep the world real-time
+CONFIG = Path(__file__).resolve().parent / "sim-aloha-top.toml"
 sys.path.insert(0, str(ROOT))
 
 
@@ -51,7 +53,8 @@ def record(path: Path, episodes: int, seconds: float) -> None:
         seed = len(Dataset(path).indices()) if (path / "zarr.json").exists() else 0
         n = min(5, episodes - len(have))
         print(f"recording {n} episodes of {seconds:g} s into {path} (seed {seed})", flush=True)
-        subprocess.run([sys.executable, "-m", "rig", "record", "--episodes", str(n), "--seconds", str(seconds),
+        subprocess.run([sys.executable, "-m", "rig", "record", "--config", str(CONFIG), "--task", "transfer_cube",
+                        "--episodes", str(n), "--seconds", str(seconds),
                         "--reset-seconds", "1", "--seed", str(seed), "--dataset", str(path)], cwd=ROOT,
                        stdin=subprocess.DEVNULL)
 
