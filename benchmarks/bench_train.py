@@ -227,7 +227,7 @@ def bench_quick(src: Path, budget: float, minutes: list[float], takes: list[int]
                 "outcomes": {r.seed: r.success for r in rows}, "label": LABEL}
 
     # one run of the full budget on every usable take, seen at earlier minutes too
-    cfg = QuickConfig(budget_s=budget)
+    cfg = QuickConfig(budget_s=budget, steps=None)
     t0 = time.monotonic()
     policy = train_quick(usable, "transfer_cube", cfg, reference=ref, snapshots_s=[60 * m for m in minutes])
     print(f"  full run: {policy.steps} steps in {policy.train_s:.0f} s on {len(usable)} takes", flush=True)

@@ -18,8 +18,8 @@ def register(subparsers) -> None:
                    help="quick (default): objects located in the first frame, joint state, phase, a decided gripper; "
                         "success measured closed-loop. visuomotor: the end-to-end CNN policy on every camera frame")
     p.add_argument("--budget", type=float, default=None, metavar="S",
-                   help="training seconds of the main run (default: quick 300, 600 on a GPU; visuomotor 45); the "
-                        "curve repeats its step count")
+                   help="training seconds of the main run instead of a step count (default: quick 5 000 steps, at "
+                        "most 600 s; visuomotor 45 s); the curve repeats its step count")
     p.add_argument("--fast-trials", type=int, default=10, metavar="N",
                    help="quick: trials of the fast estimate (a direct MuJoCo loop, faster than real time) on unseen "
                         "seeds, for the success figure and the success-vs-takes curve (default 10; 0: none)")
@@ -182,11 +182,14 @@ def run_quick(args: argparse.Namespace) -> int:
     if args.eval_demo and args.eval_trials <= 0:
         raise TrainError("--eval-demo acts on the closed-loop trials: add --eval-trials N")
     device = pick_device(args.device)  # --device cuda without a GPU: one clear line
-    budget = args.budget if args.budget is not None else (600.0 if device.startswith("cuda") else 300.0)
+    # a step count by default (the same policy on a loaded machine), --budget for a time instead
+    steps = args.steps if args.steps is not None or args.budget is not None else (
+        4 * QuickConfig.steps if device.startswith("cuda") else QuickConfig.steps)  # a GPU: a longer run
+    budget = args.budget if args.budget is not None else QuickConfig.budget_s
     locator = args.locator
     if locator != "difference" and not locator.startswith("colour:"):
         raise TrainError(f"unknown --locator {locator!r}: difference, or colour:red|green|blue (an explicit colour prior)")
-    qc = QuickConfig(seed=args.seed, budget_s=budget, steps=args.steps, device=device, camera=args.camera,
+    qc = QuickConfig(seed=args.seed, budget_s=budget, steps=steps, device=device, camera=args.camera,
                      locator=locator, n_objects=2 if (args.task == "insertion") else 1,
                      hidden=1024 if device.startswith("cuda") else 512)
     rc = QuickRunConfig(quick=qc, fast_trials=max(0, args.fast_trials), seed0=args.eval_seed,
@@ -194,7 +197,7 @@ def run_quick(args: argparse.Namespace) -> int:
                         leave_out=args.leave_out, target=args.target_rate, keep_all=args.keep_all_takes)
     if args.eval_seconds:
         rc.trial_s = args.eval_seconds
-    how = f"{args.steps} steps" if args.steps else f"budget {budget:g} s"
+    how = f"{steps} steps" if steps else f"budget {budget:g} s"
     print(f"quick-train ({args.policy}) on {args.dataset} ({how}, {device}, seed {args.seed})", flush=True)
     t0 = time.monotonic()
     last = [""]

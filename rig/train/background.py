@@ -252,7 +252,7 @@ class _Worker:
             self.post(force=True, success=None, success_projection=why)
             return False
         t_take = _newest_take_ns(self.path)
-        rc = QuickRunConfig(quick=QuickConfig(seed=self.cfg.seed, budget_s=self.cfg.budget_s),
+        rc = QuickRunConfig(quick=QuickConfig(seed=self.cfg.seed, budget_s=self.cfg.budget_s, steps=None),
                             fast_trials=self.fast_trials, curve=self.curve)
 
         def progress(stage: str, frac: float, rep: dict) -> None:
