@@ -299,3 +299,26 @@ def test_fast_trials_and_the_loop_send_a_policys_chunks_on_its_own_schedule():
     r = _trial(policy, load_config("sim-aloha"), "transfer_cube", 0, 1.0, clock)
     assert not r.success  # holding still does not move the cube
     assert policy.asked == list(range(0, 50, 7))  # the fast loop asked at the same ticks the rig's loop would
+
+
+def test_the_apps_background_trainer_estimates_success_and_confirms_it_through_the_buses(labelled, tmp_path):
+    """The app's trainer runs in a process of its own and its trials in children of that one (a
+    renderer for the fast estimate, a world for the real-time trial): both must come back."""
+    import time
+
+    from rig.train.background import BackgroundTrainer
+
+    path = tmp_path / "ds.zarr"
+    shutil.copytree(labelled, path)
+    with BackgroundTrainer(path, budget_s=2, curve=False, fast_trials=1, confirm_trials=1) as trainer:
+        end = time.monotonic() + 400
+        while time.monotonic() < end:
+            s = trainer.status()
+            assert s.state != "error", s.message
+            if s.confirmed is not None:
+                break
+            time.sleep(0.5)
+    assert s.success is not None and s.success["label"] == "fast sim estimate" and s.success["trials"] == 1
+    assert s.first_estimate_s is not None  # seconds from the newest take to the first estimate
+    assert s.confirmed["label"] == "real-time trials through the buses" and s.confirmed["trials"] == 1
+    assert s.confirmed["seeds"] == [1000]

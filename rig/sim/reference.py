@@ -56,14 +56,27 @@ def pose_scene(scene: SimScene, q: np.ndarray | None) -> None:
         d.qpos[scene.qpos_adr[side][7]] = -f
 
 
+_RENDER_POOL = None
+
+
 def in_render_process(fn, *args):
     """Run ``fn(*args)`` in a spawned child with an OpenGL backend chosen before MuJoCo loads (as the
-    world's camera process does: the calling process may have imported MuJoCo without one)."""
+    world's camera process does: the calling process may have imported MuJoCo without one).
+
+    The child is kept for the next call: its imports (torch, MuJoCo) and scenes stay warm, which
+    takes tens of seconds off each quick-train pass of the app's background trainer."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_render_env) as pool:
-        return pool.submit(fn, *args).result()
+    global _RENDER_POOL
+    if _RENDER_POOL is None:
+        _RENDER_POOL = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_render_env)
+    try:
+        return _RENDER_POOL.submit(fn, *args).result()
+    except BrokenProcessPool:
+        _RENDER_POOL = None  # the child died (a crash in the renderer): the next call starts another
+        raise
 
 
 def _render_env() -> None:

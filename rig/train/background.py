@@ -18,6 +18,7 @@ child's status queue and returns the latest :class:`TrainStatus`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import multiprocessing as mp
@@ -104,8 +105,12 @@ class BackgroundTrainer:
         self._cmd, self._out = ctx.Queue(), ctx.Queue()
         args = (str(self.dataset_path), self.task, self.budget_s, self.nice, self.seed, self.curve, self.target,
                 self.threads, os.getpid(), self._cmd, self._out, self.fast_trials, self.confirm_trials)
-        self._proc = ctx.Process(target=_worker_main, args=args, name="rig-quick-train", daemon=True)
+        # Not a daemon: the trainer runs its trials in child processes of its own (a renderer for the
+        # fast estimate, a world for real-time trials), which a daemonic process may not have. It
+        # still never outlives the session: it stops when its parent is gone (``poll``), and at exit.
+        self._proc = ctx.Process(target=_worker_main, args=args, name="rig-quick-train", daemon=False)
         self._proc.start()
+        atexit.register(self.stop)
         self._status = _idle("quick-train starting")
 
     def notify_new_episode(self) -> None:
@@ -145,6 +150,7 @@ class BackgroundTrainer:
                 q.close()
                 q.cancel_join_thread()
         self._proc = None
+        atexit.unregister(self.stop)
 
     def __enter__(self) -> BackgroundTrainer:
         self.start()
