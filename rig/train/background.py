@@ -288,7 +288,11 @@ class _Worker:
         if policy is not None and self.confirm_trials > 0 and rep.get("task") and not self.interrupted():
             from rig.train.rollout import evaluate_in_sim
 
-            res = evaluate_in_sim(policy, rep["task"], self.confirm_trials, rc.seed0, rc.trial_s)
+            # a take kept meanwhile ends the trial at once: its pass comes first
+            res = evaluate_in_sim(policy, rep["task"], self.confirm_trials, rc.seed0, rc.trial_s,
+                                  should_stop=self.interrupted)
+            if self.interrupted():
+                return True
             self.post(force=True, confirmed={"label": "real-time trials through the buses", "trials": res.trials,
                                              "successes": res.successes, "rate": res.rate, "seeds": res.seeds})
         return True

@@ -73,13 +73,17 @@ def _camera_specs(config, names):
 
 def evaluate_in_sim(policy: TrainedPolicy | ScriptedPolicy, task: str = "transfer_cube", trials: int = 10, seed0: int = 1000,
                     seconds: float = 20.0, *, config: str = "sim-aloha", execute: int | None = None,
-                    ensemble: float | None = None, progress: Callable[[int, TrialResult], None] | None = None) -> RolloutResult:
+                    ensemble: float | None = None, progress: Callable[[int, TrialResult], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> RolloutResult:
     """Run ``trials`` seeded trials of ``task``; a trial succeeds if the world reports success
     at any moment within ``seconds``.
 
     ``ensemble`` (ACT's temporal ensembling): predict every ``execute`` ticks (default 1) and send, each tick,
     the average of every chunk's action for that tick, the older chunks weighted exp(-m * age)
-    heavier, m = ``ensemble``: smoother, and a single bad prediction moves the arm less."""
+    heavier, m = ``ensemble``: smoother, and a single bad prediction moves the arm less.
+
+    ``should_stop``: asked while a trial runs; when it says so the trial ends at once and no more
+    start (the result then counts the trials that ran)."""
     from rig.config import load_config
 
     cfg = load_config(config)
@@ -87,7 +91,7 @@ def evaluate_in_sim(policy: TrainedPolicy | ScriptedPolicy, task: str = "transfe
         raise TrainError(f"config {config!r} is not a simulated rig; closed-loop evaluation needs one (sim-aloha)")
     _give_reference(policy, cfg, task)
     with _one_torch_thread():
-        return _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress)
+        return _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress, should_stop)
 
 
 def _give_reference(policy, cfg, task: str) -> None:
@@ -116,7 +120,7 @@ def _one_torch_thread():
         torch.set_num_threads(n)
 
 
-def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress) -> RolloutResult:
+def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress, should_stop=None) -> RolloutResult:
     from drivers.cameras.sim import SimCamera
     from rig.arms import Follower
     from rig.loop import ControlLoop
@@ -146,6 +150,8 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
         loop.prepare()
         results, errors = [], []
         for i in range(trials):
+            if should_stop is not None and should_stop():
+                break
             seed = seed0 + i
             world.reset(task, seed)
             if isinstance(policy, ScriptedPolicy):
@@ -153,7 +159,7 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
             elif hasattr(policy, "reset"):
                 policy.reset(seed)  # a policy with state: time, objects and phase start again
             time.sleep(SETTLE_S)
-            r = _trial(loop, policy, cams, world, seed, seconds, execute, ensemble)
+            r = _trial(loop, policy, cams, world, seed, seconds, execute, ensemble, should_stop)
             results.append(r)
             errors.extend(loop.stats.period_errors_ns())
             if progress is not None:
@@ -174,12 +180,13 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
                 c.stop()
         world.close()
     ok = sum(r.success for r in results)
-    return RolloutResult(task, trials, ok, ok / max(1, trials), [r.seed for r in results], seconds, execute,
+    return RolloutResult(task, len(results), ok, ok / max(1, len(results)), [r.seed for r in results], seconds, execute,
                          results, float(np.percentile(np.abs(errors), 99)) / 1e6 if errors else 0.0,
                          time.monotonic() - t_wall)
 
 
-def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, ensemble: float | None) -> TrialResult:
+def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, ensemble: float | None,
+           should_stop: Callable[[], bool] | None = None) -> TrialResult:
     """One trial on the control loop: from where the reset left the followers (or ramped to the
     policy's start pose, as teleop engaged before the takes), the policy drives for ``seconds``
     or until the world reports success."""
@@ -199,6 +206,9 @@ def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, e
 
     def watch():  # the world answers over a pipe: keep that round trip off the control loop
         while not stop.is_set():
+            if should_stop is not None and should_stop():
+                done.set()  # ends the trial: the caller has something newer to do
+                return
             try:
                 if world.success():
                     t_success.append(time.monotonic() - t0)
