@@ -431,7 +431,8 @@ class QuickPolicy:
 
     @classmethod
     def from_state(cls, st: dict) -> QuickPolicy:
-        qcfg = QuickConfig(**st["qcfg"])
+        # a policy saved before these options existed ran one network, a chunk every K/2 ticks
+        qcfg = QuickConfig(**{"members": 1, "execute": None, "ema": 0.0, **st["qcfg"]})
         cfg = PolicyConfig.from_dict(st["cfg"])
         stats = QuickStats.from_dict(st["stats"])
         joints = JointInfo(tuple(st["joints"]["names"]), tuple(st["joints"]["gripper"]))
