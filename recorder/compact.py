@@ -257,6 +257,33 @@ def watch_dataset(dataset: Path, options: CompactOptions | None = None, every_s:
             time.sleep(0.2)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recorder.compact DATASET``: what ``rig fleet compact DATASET`` does in this
+    process, for a machine with the recorder but not the rest of rig. Bad input: one line, exit 2."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m recorder.compact", description=compact_dataset.__doc__)
+    p.add_argument("dataset", type=Path, help="dataset directory (zarr)")
+    p.add_argument("--codec", default="auto", choices=["auto", "av1", "h264"])
+    p.add_argument("--crf", type=int, default=None, help="quality (default: 38 for AV1, 22 for H.264)")
+    p.add_argument("--threads", type=int, default=1, help="encoder threads (default 1: background work)")
+    args = p.parse_args(argv)
+    try:
+        reports = compact_dataset(args.dataset, CompactOptions(codec=args.codec, crf=args.crf, threads=args.threads))
+    except RecorderError as exc:
+        print(f"{p.prog}: {exc}", file=sys.stderr)
+        return 2
+    skipped = sum(len(r.skipped) for r in reports)
+    print(f"{sum(len(r.cameras) for r in reports)} camera(s) of {len(reports)} episode(s) compacted"
+          + (f"; {skipped} kept as JPEG (see above)" if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
 __all__ = ["CompactOptions", "CompactReport", "camera_frame_count", "camera_frames",
            "camera_jpeg", "compact_dataset", "compact_episode", "is_compacted", "recording_in_progress",
            "watch_dataset"]

@@ -31,7 +31,14 @@ from recorder.codec import decode_jpeg
 from recorder.dataset import Dataset, Episode
 from recorder.derived import EE_NAMES, is_handheld, pose_rows
 from recorder.errors import DiskFullError, RecorderError
-from recorder.export_common import ExportReport, check_free_space, clean_leftovers, wanted, write_then_rename
+from recorder.export_common import (
+    ExportReport,
+    check_free_space,
+    check_out_dir,
+    clean_leftovers,
+    wanted,
+    write_then_rename,
+)
 from recorder.layout import T_NS, Status
 
 
@@ -221,6 +228,7 @@ def export_dataset(
     out = Path(out_dir)
     keep = set(statuses)
     report = ExportReport(say=say)
+    check_out_dir(out, "the ALOHA HDF5 export")
     clean_leftovers(out)
     infos, damage = ds.scan()
     for d in damage:

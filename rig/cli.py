@@ -18,8 +18,16 @@ COMMANDS = [
 DEFAULT_COMMANDS = ("collect", "teleop")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line (what was wrong, and where to read the usage), exit status 2:
+    the usage block argparse prints first buries the line that matters."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rig", description="Teleoperation and data collection for ALOHA-style and handheld rigs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

@@ -29,6 +29,17 @@ def parse_ids(text: str) -> list[int]:
     return ids
 
 
+def _ask(prompt: str) -> str:
+    """The answer typed at the prompt; with no terminal to type at (stdin closed or at its end),
+    one line saying how to run without prompts."""
+    try:
+        return input(prompt)
+    except EOFError:
+        print()
+        raise SetupError("no answer: standard input is closed or at its end; run it in a terminal, or give "
+                         "the IDs up front with --ids 1-9 --yes") from None
+
+
 def run(args) -> int:
     try:
         planned = parse_ids(args.ids) if args.ids else None
@@ -39,7 +50,7 @@ def run(args) -> int:
         if planned is not None and i >= len(planned):
             break
         if planned is None:
-            answer = input(f"Connect ONE motor to {args.port}; new ID for it (empty to finish): ").strip()
+            answer = _ask(f"Connect ONE motor to {args.port}; new ID for it (empty to finish): ").strip()
             if not answer:
                 break
             try:
@@ -50,7 +61,7 @@ def run(args) -> int:
         else:
             new_id = planned[i]
             if not args.yes:
-                input(f"Connect ONLY the motor that gets ID {new_id} to {args.port}, then press Enter ")
+                _ask(f"Connect ONLY the motor that gets ID {new_id} to {args.port}, then press Enter ")
         servo = assign(args.port, new_id, args.baud, bauds=args.scan_baud)
         print(f"ok: {servo.model_name} now ID {servo.id} at {servo.baud} baud, return delay 0")
         i += 1

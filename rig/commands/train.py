@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from rig.commands.argtypes import positive_float
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="quick-train a small policy on a dataset and report how good it is")
@@ -17,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--policy", choices=("quick", "visuomotor"), default="quick",
                    help="quick (default): objects located in the first frame, joint state, phase, a decided gripper; "
                         "success measured closed-loop. visuomotor: the end-to-end CNN policy on every camera frame")
-    p.add_argument("--budget", type=float, default=None, metavar="S",
+    p.add_argument("--budget", type=positive_float, default=None, metavar="S",
                    help="training seconds of the main run instead of a step count (default: quick 5 000 steps, at "
                         "most 600 s; visuomotor 45 s); the curve repeats its step count")
     p.add_argument("--fast-trials", type=int, default=10, metavar="N",
