@@ -82,7 +82,7 @@ class LineWaiter:
         while True:
             try:
                 self.lines.put(self._read())
-            except (EOFError, OSError):
+            except (EOFError, OSError, RuntimeError):  # RuntimeError: stdin closed ("lost sys.stdin")
                 self.lines.put(None)
                 return
 

@@ -42,7 +42,7 @@ def run(args) -> int:
     pressed = threading.Event()
     takes = Takes(config, args.dataset, task=args.task, operator=args.operator, seed=args.seed,
                   on_button=pressed.set)
-    takes.open_dataset(interactive=sys.stdin.isatty())
+    takes.open_dataset(interactive=sys.stdin is not None and sys.stdin.isatty())  # None: stdin closed
     signal.signal(signal.SIGTERM, _interrupt)
     seed0 = takes.seed
     kept = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from drivers.dynamixel.setup import SetupError, assign
 
 
@@ -33,6 +35,8 @@ def _ask(prompt: str) -> str:
     """The answer typed at the prompt; with no terminal to type at (stdin closed or at its end),
     one line saying how to run without prompts."""
     try:
+        if sys.stdin is None:  # started with its standard input closed
+            raise EOFError
         return input(prompt)
     except EOFError:
         print()
