@@ -98,10 +98,10 @@ def _sim_task(args, episodes) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from rig.train import TrainError, require_torch
 
+    _check_dataset(args.dataset)  # before torch's import: a wrong path is told at once
     torch = require_torch()
     if args.threads:
         torch.set_num_threads(args.threads)
-    _check_dataset(args.dataset)
     if args.policy == "quick":
         return run_quick(args)
     if args.budget is None:
