@@ -168,6 +168,9 @@ async def _bus_fault(tmp_path):
             text = flat(screen_text(app))
             assert "FAULT" in text and "right_follower" in text and "the port vanished" in text, text
             assert "check the arm's power and cable" in text
+            arm = next(a for a in c.snapshot().arms if a.name == "right_follower")
+            if arm.errors:  # the arms panel shows the whole error, not its first words
+                assert flat(f"right_follower: {arm.errors}") in flat(panel_text(app, app.screen.query_one("#arms")))
             report = c.shutdown_report
             assert_followers_released(report)
             assert report["left_follower"] == "stopped; torque off confirmed on 9 of 9"  # still on its bus: let go
@@ -247,6 +250,41 @@ def test_a_full_take_start_stop_replay_keep_discard_relabel_quit(tmp_path):
 
 def test_a_bus_fault_saves_the_take_stops_the_followers_and_keeps_the_app_responsive(tmp_path):
     asyncio.run(_bus_fault(tmp_path))
+
+
+def panel_text(app, widget) -> str:
+    """The screen's text inside one widget's region."""
+    r = widget.region
+    return "\n".join(line[r.x:r.right] for line in screen_text(app).splitlines()[r.y:r.bottom])
+
+
+async def _arms_panel_error(size: tuple[int, int]) -> None:
+    from textual.app import App
+
+    from rig.tui.controller import ArmView
+    from rig.tui.widgets import ArmsPanel
+
+    error = ("/dev/serial/by-id/usb-FTDI_USB_UART_A10K8Z-if00-port0: the port vanished (USB cable pulled?); "
+             "servo 7: Overheating, Electrical shock")
+
+    class Arms(App):
+        def compose(self):
+            yield ArmsPanel(id="arms")
+
+    app = Arms()
+    async with app.run_test(size=size) as pilot:
+        panel = app.query_one(ArmsPanel)
+        panel.show([ArmView("left_follower", "follower", True, True, 12.1, 41, "", 0),
+                    ArmView("right_follower", "follower", False, False, None, None, error, 3)])
+        await pilot.pause()
+        text = panel_text(app, panel)
+        assert flat(f"right_follower: {error}") in flat(text), text  # whole, however narrow the panel
+        assert "left_follower:" not in text  # a healthy arm has no error line
+
+
+def test_the_arms_panel_shows_each_arms_whole_error():
+    for width in (70, 120):
+        asyncio.run(_arms_panel_error((width, 20)))
 
 
 @pytest.mark.system("render")  # a simulated camera
