@@ -168,9 +168,6 @@ async def _bus_fault(tmp_path):
             text = flat(screen_text(app))
             assert "FAULT" in text and "right_follower" in text and "the port vanished" in text, text
             assert "check the arm's power and cable" in text
-            arm = next(a for a in c.snapshot().arms if a.name == "right_follower")
-            if arm.errors:  # the arms panel shows the whole error, not its first words
-                assert flat(f"right_follower: {arm.errors}") in flat(panel_text(app, app.screen.query_one("#arms")))
             report = c.shutdown_report
             assert_followers_released(report)
             assert report["left_follower"] == "stopped; torque off confirmed on 9 of 9"  # still on its bus: let go
