@@ -258,21 +258,19 @@ def watch_dataset(dataset: Path, options: CompactOptions | None = None, every_s:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m recorder.compact DATASET``: what ``rig fleet compact DATASET`` does in this
-    process, for a machine with the recorder but not the rest of rig. Bad input: one line, exit 2."""
-    import argparse
+    """``python -m recorder.compact DATASET``: what ``rig fleet compact DATASET`` does, with its
+    defaults, on a machine with the recorder but not the rest of rig (options belong to rig's
+    command line). Bad input: one line, exit status 2."""
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m recorder.compact", description=compact_dataset.__doc__)
-    p.add_argument("dataset", type=Path, help="dataset directory (zarr)")
-    p.add_argument("--codec", default="auto", choices=["auto", "av1", "h264"])
-    p.add_argument("--crf", type=int, default=None, help="quality (default: 38 for AV1, 22 for H.264)")
-    p.add_argument("--threads", type=int, default=1, help="encoder threads (default 1: background work)")
-    args = p.parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m recorder.compact DATASET (options: `rig fleet compact --help`)", file=sys.stderr)
+        return 2
     try:
-        reports = compact_dataset(args.dataset, CompactOptions(codec=args.codec, crf=args.crf, threads=args.threads))
+        reports = compact_dataset(Path(args[0]))
     except RecorderError as exc:
-        print(f"{p.prog}: {exc}", file=sys.stderr)
+        print(f"recorder.compact: {exc}", file=sys.stderr)
         return 2
     skipped = sum(len(r.skipped) for r in reports)
     print(f"{sum(len(r.cameras) for r in reports)} camera(s) of {len(reports)} episode(s) compacted"

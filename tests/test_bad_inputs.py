@@ -58,6 +58,7 @@ CASES = {
     "record --reset-seconds nan": Case("record --reset-seconds nan", "--reset-seconds"),
     "python -m recorder.compact, no dataset": Case("{tmp}/missing.zarr", "not a rig dataset",
                                                    module="recorder.compact"),
+    "python -m recorder.compact, an option": Case("{ds} --crf 20", "rig fleet compact", module="recorder.compact"),
     # --- configs ---
     "--config: no such file": Case("record --config {tmp}/missing.toml", "no such file"),
     "--config: bad TOML": Case("teleop --config {tmp}/bad.toml", "TOML syntax"),
@@ -202,7 +203,7 @@ def test_python_m_recorder_compact_compacts(place, tmp_path):
     """docs/fleet.md's `python -m recorder.compact DATASET` does what `rig fleet compact` does."""
     ds = tmp_path / "ds.zarr"
     shutil.copytree(place / "ds.zarr", ds)
-    out = subprocess.run([sys.executable, "-m", "recorder.compact", str(ds), "--codec", "h264"], cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", "recorder.compact", str(ds)], cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "4 camera(s) of 2 episode(s) compacted"
