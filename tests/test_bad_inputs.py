@@ -78,6 +78,9 @@ CASES = {
     "pose: no dataset": Case("pose {tmp}/missing.zarr", "not a rig dataset"),
     "train: no dataset": Case("train {tmp}/missing.zarr", "not a dataset"),
     "train --budget 0": Case("train {ds} --budget 0", "--budget"),
+    "train --steps -1": Case("train {ds} --policy visuomotor --steps -1", "--steps"),
+    "train --eval-trials -3": Case("train {ds} --eval-trials -3", "--eval-trials"),
+    "pose --sim-home -1": Case("pose {tmp}/home.zarr --sim-home -1", "--sim-home"),
     # --- export and import ---
     "export: no dataset": Case("export {tmp}/missing.zarr {tmp}/out", "not a rig dataset"),
     "export: unknown format": Case("export {ds} {tmp}/out --format parquet", "--format"),
@@ -103,6 +106,8 @@ CASES = {
     "setup-motors: no such port": Case("setup-motors /dev/rig-no-such-port --ids 1 --yes", "no such port"),
     "gripper monitor: no such port": Case("gripper monitor /dev/rig-no-such-port", "cannot open gripper port"),
     "gripper monitor --rate 0": Case("gripper monitor /dev/null --rate 0", "--rate"),
+    "scan: nothing answers": Case("scan /dev/null --baud 1000000", "no servos answered"),
+    "setup-motors --ids 5-1": Case("setup-motors /dev/null --ids 5-1 --yes", "names no ID"),
     "sim-bus --servos 0": Case("sim-bus --servos 0", "--servos"),
     "sim --fps 0": Case("sim --fps 0", "--fps"),
     "sim --width -1": Case("sim --width -1", "--width"),

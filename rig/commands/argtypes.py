@@ -41,6 +41,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """A whole number >= 0 (a count where 0 means none)."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def int_range(lo: int, hi: int):
     """A whole number from ``lo`` to ``hi`` (a video crf, a servo count)."""
     def check(text: str) -> int:

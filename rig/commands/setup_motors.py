@@ -49,6 +49,8 @@ def run(args) -> int:
         planned = parse_ids(args.ids) if args.ids else None
     except ValueError:
         raise SetupError(f"--ids {args.ids!r} is not a list like 1-9 or 1,2,5") from None
+    if planned is not None and not planned:
+        raise SetupError(f"--ids {args.ids!r} names no ID (a range runs low to high, as in 1-9)")
     i = 0
     while True:
         if planned is not None and i >= len(planned):

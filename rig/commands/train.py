@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from rig.commands.argtypes import positive_float
+from rig.commands.argtypes import nonnegative_int, positive_float, positive_int
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--budget", type=positive_float, default=None, metavar="S",
                    help="training seconds of the main run instead of a step count (default: quick 5 000 steps, at "
                         "most 600 s; visuomotor 45 s); the curve repeats its step count")
-    p.add_argument("--fast-trials", type=int, default=10, metavar="N",
+    p.add_argument("--fast-trials", type=nonnegative_int, default=10, metavar="N",
                    help="quick: trials of the fast estimate (a direct MuJoCo loop, faster than real time) on unseen "
                         "seeds, for the success figure and the success-vs-takes curve (default 10; 0: none)")
     p.add_argument("--ceiling", action="store_true",
@@ -38,13 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--camera", default="top", help="quick: the fixed camera that locates the objects (default top)")
     p.add_argument("--target-rate", type=float, default=0.8, metavar="R",
                    help="quick: success rate the projection aims at (default 0.8)")
-    p.add_argument("--steps", type=int, default=None, help="a fixed step count instead of a time budget (reproducible)")
+    p.add_argument("--steps", type=positive_int, default=None, help="a fixed step count instead of a time budget (reproducible)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only-success", action="store_true", help="only episodes labelled successful")
     p.add_argument("--no-curve", action="store_true", help="skip the learning curve (its sub-trainings)")
     p.add_argument("--target", type=float, default=None, metavar="DEG",
                    help="arm-joint error to project towards (default: half the present error)")
-    p.add_argument("--eval-trials", type=int, default=0, metavar="N",
+    p.add_argument("--eval-trials", type=nonnegative_int, default=0, metavar="N",
                    help="simulated rig: run the policy closed-loop on N seeded trials and report the success rate")
     p.add_argument("--eval-seconds", type=float, default=None, metavar="S",
                    help="length of one trial (default: the longest training episode)")
