@@ -15,7 +15,6 @@ CATALOG/
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.errors import RigError
+from rig.fleet.cluster import start_ray
 from rig.fleet.store import open_store
 from rig.fleet.validate import COLUMNS, list_manifests, validate_episode
 
@@ -57,22 +57,6 @@ def read_catalog(catalog: Path, columns: list[str] | None = None, filter=None):
         t = schema().empty_table()
         return t.select(columns) if columns else t
     return pads.dataset(str(d), format="parquet", schema=schema()).to_table(columns=columns, filter=filter)
-
-
-def start_ray(address: str | None = None, workers: int | None = None) -> None:
-    """Local Ray with ``workers`` CPUs (default: all), or join the cluster at ``address``."""
-    try:
-        import ray
-    except ImportError:
-        raise RigError("the ingest runs on Ray: pip install 'rig[fleet]' (ray[data])") from None
-    if ray.is_initialized():
-        return
-    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in ("PYTHONPATH", "RIG_INGEST_TMP")}
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
-    else:
-        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env}, logging_level=logging.WARNING)
 
 
 _STORES: dict[str, Any] = {}
