@@ -49,7 +49,7 @@ def check_address(address: str) -> str:
     _refuse_scheme(a, "--address")
     host, sep, port = a.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise RigError(f"--address {address!r}: give the head's GCS address as HOST:PORT (e.g. 10.0.0.5:6379, "
+        raise RigError(f"--address {address}: give the head's GCS address as HOST:PORT (e.g. 10.0.0.5:6379, "
                        "what `ray start --head` printed), or `auto` on a node of the cluster")
     return a
 
