@@ -18,7 +18,8 @@ def register(sub) -> None:
                    help="join a running Ray cluster: the head's GCS address HOST:PORT (port 6379 by default), or "
                         "`auto`; run on a node of the cluster (ray:// is not supported by Ray Data). "
                         "Default: a local Ray on this machine")
-    i.add_argument("--workers", type=int, default=None, help="local Ray: CPUs to use (default: all)")
+    i.add_argument("--workers", type=int, default=None,
+                   help="tasks at once: the local Ray's CPUs, or a cap on a cluster (default: all CPUs)")
     i.add_argument("--lerobot", type=Path, default=None, help="also export accepted episodes as LeRobot v3 here")
     i.add_argument("--progress", action="store_true", help="show Ray Data's progress bars")
     i.set_defaults(func=run_ingest)
