@@ -38,20 +38,26 @@ def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in ("PYTHONPATH", "RIG_INGEST_TMP")}
 
 
-def check_address(address: str) -> str:
+def check_address(address: str, what: str = "--address") -> str:
     """``address`` when Ray Data can use it (``auto`` or ``HOST:PORT``); else RigError saying what to give."""
     a = address.strip()
-    if a == "auto":
-        env = os.environ.get("RAY_ADDRESS", "").strip()
+    if a == "auto" and what == "--address":
+        env = _ray_address_env()
         if env:
-            _refuse_scheme(env, "RAY_ADDRESS (which --address auto uses)")
+            check_address(env, "RAY_ADDRESS (which --address auto uses)")
         return a
-    _refuse_scheme(a, "--address")
+    _refuse_scheme(a, what)
     host, sep, port = a.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise RigError(f"--address {address}: give the head's GCS address as HOST:PORT (e.g. 10.0.0.5:6379, "
+        raise RigError(f"{what} {address}: give the head's GCS address as HOST:PORT (e.g. 10.0.0.5:6379, "
                        "what `ray start --head` printed), or `auto` on a node of the cluster")
     return a
+
+
+def _ray_address_env() -> str:
+    """RAY_ADDRESS as ``ray.init(address="auto")`` reads it ("" when unset, or itself ``auto``)."""
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    return "" if env == "auto" else env
 
 
 def _refuse_scheme(address: str, what: str) -> None:
@@ -101,9 +107,9 @@ def _gcs_address(address: str) -> str:
     """HOST:PORT of the GCS that ``address`` names (``auto``: as ``ray.init`` finds it)."""
     if address != "auto":
         return address
-    env = os.environ.get("RAY_ADDRESS", "").strip()
+    env = _ray_address_env()
     if env:
-        return check_address(env)
+        return check_address(env, "RAY_ADDRESS")
     from ray._private.services import canonicalize_bootstrap_address
 
     try:
