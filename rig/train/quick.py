@@ -26,8 +26,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from rig.config import DEFAULT_RATE_HZ as RATE_HZ  # one action of a chunk per tick
+from rig.downscale import decode_small, jpeg_size, reduction
 from rig.train import TrainError, require_torch
-from rig.train.data import JOINTS, EpisodeData, JointInfo, _reduction, action_chunks, decode_small, jpeg_size
+from rig.train.data import JOINTS, EpisodeData, JointInfo, action_chunks
 from rig.train.locate import Locator, median_reference
 from rig.train.model import PolicyConfig
 from rig.train.steps import StepPlan, pick_device, run_steps, seeded
@@ -37,7 +39,6 @@ nn = torch.nn
 
 PHASE_CLIP_S = 4.0  # times since a gripper event saturate here: only the first seconds matter
 TRIAL_S = 20.0  # time since start is scaled by this
-RATE_HZ = 50.0  # the rig's control rate: one action of a chunk per tick
 LOCATE_HW = (240, 320)  # the locating camera at full size: a 4 cm cube is ~6 px wide there
 OBJECTS = {"transfer_cube": ("box",), "insertion": ("peg", "socket")}
 
@@ -123,10 +124,16 @@ class QuickEpisode:
     first_frame: np.ndarray | None  # (H, W, 3) of the locating camera at the take's start
     joints: JointInfo
     task: str = ""
+    rate_hz: float = RATE_HZ
 
     @property
     def ticks(self) -> int:
         return len(self.q)
+
+    def as_episode(self) -> EpisodeData:
+        """The take as training data without frames (the shared checks and the start pose read it)."""
+        return EpisodeData(self.index, self.task, self.seed, self.success, self.rate_hz, self.q, self.dq, self.action,
+                           self.t_s, {}, {}, self.joints)
 
 
 def load_quick_episodes(path, task: str | None, camera: str = "top", hw: tuple[int, int] = LOCATE_HW,
@@ -150,8 +157,8 @@ def load_quick_episodes(path, task: str | None, camera: str = "top", hw: tuple[i
             if not blobs:
                 raise TrainError(f"episode {i} has no frame of camera {camera!r}; discard it or record again")
             w, h = jpeg_size(blobs[0])
-            first = decode_small(blobs[0], hw, _reduction(w, h, hw))
-        out.append(QuickEpisode(i, e.seed, e.success, e.q, e.dq, e.action, e.t_s, first, e.joints, e.task))
+            first = decode_small(blobs[0], hw, reduction(w, h, hw))
+        out.append(QuickEpisode(i, e.seed, e.success, e.q, e.dq, e.action, e.t_s, first, e.joints, e.task, e.rate_hz))
     return out
 
 
@@ -585,8 +592,7 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
     net.eval().cpu()
     pcfg = PolicyConfig(n=len(g), k=cfg.k, cameras=() if cfg.privileged else (cfg.camera,),
                         image_hw=LOCATE_HW)
-    starts = [EpisodeData(e.index, e.task, e.seed, e.success, 50.0, e.q, e.dq, e.action, e.t_s, {}, {}, e.joints)
-              for e in eps]
+    starts = [e.as_episode() for e in eps]
     policy = QuickPolicy(net, stats, cfg, pcfg, joints, task, start_pose(starts), done, time.monotonic() - t0,
                          sorted(e.index for e in eps), losses, reference=reference)
     policy.locator_info = {k: v for k, v in loc_info.items() if isinstance(v, str | list)}
