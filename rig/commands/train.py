@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from rig.train.report import FAST_TRIALS, trials_figure
-
 
 def register(subparsers) -> None:
+    from rig.train.report import FAST_TRIALS
+
     p = subparsers.add_parser("train", help="quick-train a small policy on a dataset and report how good it is")
     p.add_argument("dataset", type=Path, help="dataset directory (zarr)")
     p.add_argument("--task", default=None, help="only episodes of this task (sim: also the task evaluated)")
@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
         res = evaluate_in_sim(policy, task, args.eval_trials, args.eval_seed, seconds, ensemble=args.ensemble,
                               progress=trial)
+        from rig.train.report import DEMO_LABEL, trials_figure
+
         report.success = trials_figure("realtime", res.per_trial, wall_s=res.wall_s)
         if args.eval_demo:
             from rig.train.rollout import ScriptedPolicy
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             print("the scripted demonstrations, through the same trials:", flush=True)
             demo = evaluate_in_sim(ScriptedPolicy(task), task, args.eval_trials, args.eval_seed, seconds,
                                    progress=trial)
-            report.demonstrations = trials_figure("demo", demo.per_trial, label="the scripted demonstrations through the same trials")
+            report.demonstrations = trials_figure("demo", demo.per_trial, label=DEMO_LABEL)
     print()
     print("\n".join(report.summary_lines()))
     if args.eval_trials <= 0:
@@ -230,6 +232,8 @@ def run_quick(args: argparse.Namespace) -> int:
             print(f"  trial {i + 1} (seed {r.seed}): {outcome}", flush=True)
 
         res = evaluate_in_sim(policy, task, args.eval_trials, args.eval_seed, rc.trial_s, progress=trial)
+        from rig.train.report import DEMO_LABEL, trials_figure
+
         report["success_realtime"] = trials_figure("realtime", res.per_trial, wall_s=res.wall_s)
         report["locator"]["live"] = policy.located[-args.eval_trials:]
         if args.eval_demo:
@@ -237,7 +241,7 @@ def run_quick(args: argparse.Namespace) -> int:
 
             demo = evaluate_in_sim(ScriptedPolicy(task), task, args.eval_trials, args.eval_seed, rc.trial_s,
                                    progress=trial)
-            report["demonstrations"] = trials_figure("demo", demo.per_trial, label="the scripted demonstrations through the same trials")
+            report["demonstrations"] = trials_figure("demo", demo.per_trial, label=DEMO_LABEL)
     print()
     print("\n".join(summary_lines(report)))
     if args.json is not None:

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-LABEL = "fast sim estimate"
+from rig.train.stats import KIND_LABELS
+
+LABEL = KIND_LABELS["fastsim"]
 CAMERA_FPS = 15.0
 
 

@@ -31,6 +31,7 @@ TARGET_RATE = 0.8
 # (±15 points at worst, 39 trials) and to tell 65 % from 90 %.
 FAST_TRIALS = 40
 EARLY_TRIALS = 10  # the app's first estimate after a take (its latency matters more): labelled early
+DEMO_LABEL = "the scripted demonstrations through the same trials"
 FIGURE_KEYS = ("arm_trials", "success_realtime", "success", "ceiling", "demonstrations")
 
 
@@ -59,7 +60,8 @@ def figure(kind: str, successes: int, trials: int, *, label: str | None = None, 
 def trials_figure(kind: str, rows: Sequence[Any], label: str | None = None, **extra: Any) -> dict[str, Any]:
     """A figure from trial outcomes (objects with ``seed``, ``success``, ``t_success_s``; a dataclass
     keeps all its fields in ``per_trial``)."""
-    per = [{**(asdict(r) if is_dataclass(r) else {"t_success_s": getattr(r, "t_success_s", None)}),
+    per = [{**(asdict(r) if is_dataclass(r) and not isinstance(r, type) else
+               {"t_success_s": getattr(r, "t_success_s", None)}),
             "seed": int(r.seed), "success": bool(r.success)} for r in rows]
     return figure(kind, sum(p["success"] for p in per), len(per), label=label, seeds=[p["seed"] for p in per],
                   per_trial=per, **extra)
@@ -264,6 +266,6 @@ def _quick_lines(rep: dict[str, Any]) -> list[str]:
     return out
 
 
-__all__ = ["CURVE_FRACTIONS", "EARLY_TRIALS", "FAST_TRIALS", "FIGURE_KEYS", "TARGET_RATE", "Trend", "as_figure",
+__all__ = ["CURVE_FRACTIONS", "DEMO_LABEL", "EARLY_TRIALS", "FAST_TRIALS", "FIGURE_KEYS", "TARGET_RATE", "Trend", "as_figure",
            "curve_point", "curve_sizes", "error_projection", "figure", "figure_line", "figures", "fit_trend",
            "project_curve", "success_projection", "summary_lines", "trials_figure"]
