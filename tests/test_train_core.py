@@ -65,8 +65,8 @@ def test_every_success_figure_carries_its_n_and_wilson_interval_in_json_and_text
     assert rep["success"]["per_trial"][1] == {"seed": 1001, "success": True, "t_success_s": 3.0, "ticks": 1000}
     lines = summary_lines(rep)
     # the best signal leads (real time before the fast estimate), each figure written one way
-    assert lines[0] == ("closed-loop success, real-time trials (simulated world, through the buses): 13/20 = 65 % "
-                        "(95 % CI 43-82 %, n=20), seeds 2000..2019 (no take used them)")
+    assert lines[0] == ("closed-loop success: 13/20 = 65 % (95 % CI 43-82 %, n=20), real-time trials (simulated "
+                        "world, through the buses), seeds 2000..2019 (no take used them)")
     assert lines[1].startswith("  fast sim estimate: 30/40 = 75 % (95 % CI 60-86 %, n=40)")
     assert any(s.startswith("  the scripted demonstrations through the same trials: 20/20") for s in lines)
     curve = next(s for s in lines if s.startswith("success vs takes"))

@@ -199,7 +199,8 @@ def summary_lines(rep: dict[str, Any]) -> list[str]:
     figs = figures(rep)
     for i, (_, f) in enumerate(figs):
         if i == 0 and f["kind"] != "demo":
-            out.append(f"closed-loop success, {figure_line(f)}" + (" (no take used them)" if f.get("seeds") else ""))
+            out.append(f"closed-loop success: {f['text']}, {f['label']}{seeds_text(f)}"
+                       + (" (no take used them)" if f.get("seeds") else ""))
         else:
             out.append(f"  {figure_line(f)}" + (" (what right actions score)" if f["kind"] == "demo" else ""))
     if "val_episodes" in rep:  # the visuomotor recipe: action errors on held-out episodes
