@@ -251,3 +251,10 @@ def test_the_step_loop_undoes_its_timing_probe_and_keeps_marks():
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
     stopped = run_steps(make()[1], StepPlan(lr=1e-2, steps=50, budget_s=0.0, max_steps=50), should_stop=lambda: True)
     assert stopped.stopped and stopped.steps == 0
+
+
+def test_trials_on_the_arms_lead_the_report_when_there_are_any():
+    rep = {**_report(), "arm_trials": SuccessFigure("arms", 3, 5).to_dict()}  # as the trials record it
+    lines = summary_lines(rep)
+    assert lines[0] == "closed-loop success: 3/5 = 60 % (95 % CI 23-88 %, n=5), trials on the arms"
+    assert lines[1].startswith("  real-time trials (simulated world, through the buses): 13/20")

@@ -45,8 +45,7 @@ def curve_sizes(n_train: int, fractions: Sequence[float] = CURVE_FRACTIONS, leas
 def figure(kind: str, successes: int, trials: int, *, label: str | None = None, seeds: Iterable[int] | None = None,
            per_trial: list[dict] | None = None, **extra: Any) -> dict[str, Any]:
     """One success figure as the report holds it (JSON-ready)."""
-    f = SuccessFigure(kind, int(successes), int(trials))
-    d = {**f.to_dict(), "n": f.trials, "text": f.text()}
+    d = SuccessFigure(kind, int(successes), int(trials)).to_dict()
     if label:
         d["label"] = label
     if seeds is not None:
@@ -77,8 +76,10 @@ def curve_point(takes: int, fig: dict[str, Any]) -> dict[str, Any]:
 
 
 def figures(rep: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The report's success figures, best signal first (see :data:`rig.train.stats.KINDS`)."""
-    found = [(k, rep[k]) for k in FIGURE_KEYS if isinstance(rep.get(k), dict) and "kind" in rep[k]]
+    """The report's success figures, best signal first (see :data:`rig.train.stats.KINDS`); each
+    with its ``text`` and ``label`` (a bare SuccessFigure.to_dict() of an older writer gets them)."""
+    found = [(k, {**as_figure(rep[k]).to_dict(), **rep[k]}) for k in FIGURE_KEYS
+             if isinstance(rep.get(k), dict) and {"kind", "successes", "trials"} <= set(rep[k])]
     return sorted(found, key=lambda kv: (KINDS.index(kv[1]["kind"]), FIGURE_KEYS.index(kv[0])))
 
 
