@@ -149,7 +149,8 @@ def ingest(source: str, catalog: Path, address: str | None = None, workers: int 
         # one CPU per task; at most n_workers at once (1 vs 2 workers is what bench_fleet compares). The
         # heavy work runs in each worker's sandbox child, so a task that fails is retried once, not forever
         ds = ds.map(_validate_row, fn_kwargs={"source": store.url},
-                    num_cpus=1, compute=ray.data.TaskPoolStrategy(size=n_workers), max_retries=1)
+                    num_cpus=1, compute=ray.data.TaskPoolStrategy(size=n_workers),
+                    ray_remote_args={"max_retries": 1})
         rows = sorted(ds.take_all(), key=lambda r: order[r["manifest_key"]])
         reject_duplicates(rows, catalog)
         rows.sort(key=lambda r: r["manifest_key"])
