@@ -92,6 +92,10 @@ def _validate_row(row: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _one_retry() -> dict[str, Any]:
+    return {"max_retries": 1}
+
+
 def reject_duplicates(rows: list[dict[str, Any]], catalog: Path) -> None:
     """Reject, in place, each accepted row whose take data (``data_sha256``) or episode id an accepted
     episode already has, naming the first one: from the catalog, then ``rows`` in their order."""
@@ -150,7 +154,7 @@ def ingest(source: str, catalog: Path, address: str | None = None, workers: int 
         # heavy work runs in each worker's sandbox child, so a task that fails is retried once, not forever
         ds = ds.map(_validate_row, fn_kwargs={"source": store.url},
                     num_cpus=1, compute=ray.data.TaskPoolStrategy(size=n_workers),
-                    ray_remote_args={"max_retries": 1})
+                    ray_remote_args_fn=_one_retry)
         rows = sorted(ds.take_all(), key=lambda r: order[r["manifest_key"]])
         reject_duplicates(rows, catalog)
         rows.sort(key=lambda r: r["manifest_key"])
