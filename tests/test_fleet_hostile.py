@@ -106,7 +106,7 @@ def test_a_chunk_that_inflates_past_the_memory_cap_is_rejected_and_the_worker_go
     finally:
         box.close()
     assert not rows[0]["accepted"] and rows[0]["category"] == EXCEEDED, rows[0]["reasons"]
-    assert "over the 1024 MiB memory cap" in rows[0]["reasons"]
+    assert "1 attempt(s)" in rows[0]["reasons"] and "over the 1024 MiB memory cap" in rows[0]["reasons"]
     assert all(r["accepted"] for r in rows[1:]), [r["reasons"] for r in rows[1:]]  # a fresh child took over
     assert list(tmp.iterdir()) == []  # every attempt's temp folder removed
     assert box.peak_mib < 1024
@@ -121,7 +121,7 @@ def test_a_worker_that_never_answers_gets_one_retry_then_the_episode_is_rejected
         row = box.validate(store.url, key, str(tmp))
     finally:
         box.close()
-    assert not row["accepted"] and row["reasons"].startswith(f"{EXCEEDED}: 2 attempts")
+    assert not row["accepted"] and row["reasons"].startswith(f"{EXCEEDED}: 2 attempt(s)")
     assert len(box.failures) == 2 and all("killed by signal 9" in f for f in box.failures)
     assert list(tmp.iterdir()) == []
 

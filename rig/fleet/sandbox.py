@@ -4,9 +4,10 @@ The metadata checks of ``rig.fleet.validate`` bound everything an upload declare
 cannot see (a compressed chunk that inflates far past its declared shape, a decoder that crashes)
 is bounded here: each ingest worker keeps one child process, ``python -m rig.fleet.sandbox``, whose
 address space is capped (``RLIMIT_AS``, ``VALIDATION_MEMORY``) and whose every episode has
-``VALIDATION_TIMEOUT_S``. A child that runs out of memory, dies or overruns is replaced; the
-episode gets one retry in a fresh child, then it is rejected "validation exceeded its limits" and
-the worker goes on with the next one. Each attempt works in its own temp folder, removed by the
+``VALIDATION_TIMEOUT_S``. A child that runs out of memory, dies or overruns is replaced. An
+episode whose child died or overran gets one retry in a fresh child (a crash or a slow store may
+pass); one that hit the memory cap does not (the same bytes would hit it again). Then it is
+rejected "validation exceeded its limits" and the worker goes on with the next one. Each attempt works in its own temp folder, removed by the
 parent whatever happened to the child.
 
 Protocol: one JSON request a line on the child's stdin (``source``, ``key``, ``workdir``), one JSON
@@ -29,8 +30,9 @@ from rig.fleet.validate import empty_row, reject
 
 VALIDATION_MEMORY = 1 << 30  # address space of one validation process (RLIMIT_AS)
 VALIDATION_TIMEOUT_S = 600.0  # one attempt at one episode (a 4 h take is ~6 GB to download and check)
-ATTEMPTS = 2  # one retry in a fresh process
+ATTEMPTS = 2  # one retry in a fresh process (not after the memory cap)
 EXCEEDED = "validation exceeded its limits"
+MEMORY = "memory cap"
 # fewer threads and malloc arenas: less address space reserved that the cap would count
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
              "ZARR_THREADING__MAX_WORKERS": "1"}
@@ -93,13 +95,15 @@ class Sandbox:
             return f"the validation process died ({self._stop()})"
         reply = json.loads(line)
         if reply.get("error"):  # out of memory: the child says so and exits
-            return f"{reply['error']} ({self._stop()})"
+            return f"{MEMORY}: {reply['error']} ({self._stop()})"
         self.peak_mib = max(self.peak_mib, float(reply.pop("peak_rss_mib", 0.0)))
         return reply
 
     def validate(self, source: str, key: str, tmp_root: str | None = None) -> dict[str, Any]:
         why: list[str] = []
         for _ in range(ATTEMPTS):
+            if why and why[-1].startswith(MEMORY):
+                break
             work = tempfile.mkdtemp(prefix="rig-validate-", dir=tmp_root)
             try:
                 got = self._attempt(source, key, work)
@@ -109,7 +113,7 @@ class Sandbox:
                 return got
             why.append(got)
             self.failures.append(f"{key}: {got}")
-        return reject(empty_row(key), [f"{EXCEEDED}: {ATTEMPTS} attempts, each capped at {self.memory >> 20} MiB "
+        return reject(empty_row(key), [f"{EXCEEDED}: {len(why)} attempt(s), each capped at {self.memory >> 20} MiB "
                                        f"and {self.timeout_s:.0f} s ({'; '.join(why)})"])
 
 
