@@ -72,7 +72,7 @@ def emit_lerobot(source: str, catalog: Path, out: Path, fps: int = 30, log=print
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         ds = Dataset.create(Path(tmp) / "accepted.zarr")
-        kept = []
+        kept: list[dict] = []
         for r in todo:
             why = fetch_accepted(store, r, Path(tmp), ds.path / EPISODES / episode_name(len(kept)))
             if why:
