@@ -11,8 +11,8 @@
    3rd connection after 1 MiB (parts retried); the directory store for comparison.
 3. ingest throughput (episodes/s) on Ray Data with 1 and 2 workers, and the ratio;
    3b. (section ``hostile``) the same honest uploads alone and with 10 % hostile ones beside them
-   (allocation bombs, inflation bombs that exhaust the validation sandbox, replayed takes,
-   look-alike ids), 2 workers.
+   (allocation bombs, a blosc header that allocates past the sandbox's memory cap, gzip inflation
+   bombs, replayed takes, look-alike ids), 2 workers.
 4. catalog query time over 10,000 episodes (Parquet, pyarrow).
 5. the projection to 270,000 hours, from the figures above.
 Prints markdown. Medians of --repeat runs where a figure is timed. Numbers depend on machine load.
@@ -254,7 +254,7 @@ def bench_hostile(args, work: Path) -> None:
     from rig.fleet.simulator import EpisodeSpec, simulate_fleet
     from rig.fleet.store import DirStore
     from rig.fleet.validate import list_manifests
-    from tests.fleet_support import allocation_bomb, inflation_bomb, rewrite
+    from tests.fleet_support import allocation_bomb, blosc_bomb, inflation_bomb, rewrite
 
     print(f"\n## 3b. Ingest with 10 % hostile uploads ({args.episodes} honest episodes, directory store, 2 workers)\n")
     spec = EpisodeSpec(seconds=3.0, fps=15, width=160, height=120)
@@ -264,7 +264,7 @@ def bench_hostile(args, work: Path) -> None:
                    bad_fraction=0.0, spec=spec)
     honest = list_manifests(store)
     n_bad = max(1, round(len(honest) / 9))  # 10 % of all uploads
-    kinds = [lambda k: allocation_bomb(store, k), lambda k: inflation_bomb(store, k),
+    kinds = [lambda k: allocation_bomb(store, k), lambda k: blosc_bomb(store, k), lambda k: inflation_bomb(store, k),
              lambda k: rewrite(store, k, contractor="mallory", device="dev-mallory", episode_uuid=str(uuid.uuid4())),
              lambda k: rewrite(store, k, contractor="ali\u0441e", episode_uuid=str(uuid.uuid4()))]
     hostile_store = DirStore(work / "hostile-store-2")

@@ -179,3 +179,20 @@ def inflation_bomb(store, key):
                                           T_NS + "c/0": gzip_zeros(int(1.5 * GiB))})
 
 
+
+
+def blosc_bomb(store, key):
+    """A t_ns array of 150 rows whose one blosc chunk's header says it decodes to 1.5 GiB: blosc
+    allocates that before decoding a byte, and no zarr metadata shows it."""
+    import struct
+
+    import numpy as np
+    from numcodecs import Blosc
+
+    chunk = bytearray(Blosc(cname="lz4", clevel=5, shuffle=1).encode(np.arange(150, dtype="i8").tobytes()))
+    struct.pack_into("<I", chunk, 4, int(1.5 * GiB))  # the header's decoded size
+    codecs = [{"name": "bytes", "configuration": {"endian": "little"}},
+              {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 8,
+                                                  "blocksize": 0}}]
+    return rewrite(store, key, contractor="mallory", device="dev-mallory", episode_uuid=str(uuid.uuid4()),
+                   drop=(T_NS,), members={T_NS + "zarr.json": t_ns_meta(150, 150, codecs), T_NS + "c/0": bytes(chunk)})

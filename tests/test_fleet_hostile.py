@@ -24,7 +24,16 @@ from rig.fleet.simulator import EpisodeSpec, write_episode
 from rig.fleet.store import DirStore, S3Store, sha256_b64
 from rig.fleet.upload import Uploader, UploadOptions, kept_episodes
 from rig.fleet.validate import validate_episode
-from tests.fleet_support import T_NS, GiB, allocation_bomb, inflation_bomb, rewrite, stored_zip, t_ns_meta
+from tests.fleet_support import (
+    T_NS,
+    GiB,
+    allocation_bomb,
+    blosc_bomb,
+    inflation_bomb,
+    rewrite,
+    stored_zip,
+    t_ns_meta,
+)
 
 pytest_plugins = ["tests.fleet_support"]
 
@@ -95,9 +104,17 @@ def test_a_hundred_thousand_tiny_chunks_are_refused_before_any_is_read(store, ta
     assert f"the archive lists {n} members" in row["reasons"] and n > 100_000
 
 
-def test_a_chunk_that_inflates_past_the_memory_cap_is_rejected_and_the_worker_goes_on(store, takes, tmp_path):
+def test_a_chunk_that_inflates_past_its_declared_size_is_refused_after_reading_that_much(store, takes):
+    (key, *_) = upload(store, takes, "carol")
+    row = one(store, inflation_bomb(store, key))
+    assert not row["accepted"] and row["category"] == "limits", row["reasons"]
+    assert "stream gripper array t_ns chunk c/0 inflates past its 1200 bytes" in row["reasons"]
+
+
+def test_a_chunk_that_allocates_past_the_memory_cap_is_rejected_and_the_worker_goes_on(store, takes, tmp_path):
     keys = upload(store, takes, "bob")
-    bomb = inflation_bomb(store, keys[0])
+    bomb = blosc_bomb(store, keys[0])
+    assert one(store, keys[0])["accepted"]
     box = Sandbox()
     tmp = tmp_path / "work"
     tmp.mkdir()
@@ -326,7 +343,8 @@ def test_an_ingest_with_attacks_among_honest_uploads_finishes_and_judges_each(st
     honest = [k for name in ("alice", "bob", "carol") for k in upload(store, takes, name)]
     hostile = {
         allocation_bomb(store, honest[3]): "limits",
-        inflation_bomb(store, honest[4]): EXCEEDED,
+        inflation_bomb(store, honest[4]): "limits",
+        blosc_bomb(store, honest[3]): EXCEEDED,
         rewrite(store, honest[0], contractor="mallory", device="dev-mallory",
                 episode_uuid=str(uuid.uuid4())): "duplicate",
         rewrite(store, honest[1], episode_uuid=str(uuid.uuid4())): "duplicate",

@@ -22,6 +22,7 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,10 +56,12 @@ ARCHIVE_SLACK_BYTES = 16 << 20
 MIN_CHUNK_S = 0.25  # the recorder writes 1 s chunks; more, shorter chunks than this are refused
 MAX_ROW_VALUES = 64  # values in one row of an array (the gripper's widest field has 3)
 MAX_CHUNK_BYTES = 16 << 20  # one decoded chunk (1 s of the widest stream at 1 kHz is 0.5 MB)
+MAX_CHUNK_FILE = MAX_CHUNK_BYTES + (64 << 10)  # one stored chunk (compression can add a little)
 MAX_NODES = 256  # zarr groups and arrays in one episode
 MAX_MEMBER_NAME = 256  # characters of an archive member's name
 MAX_META_BYTES = 64 << 10  # one zarr.json
 READ_BYTES = 16 << 20  # arrays are read this many decoded bytes at a time
+DECODED = frozenset({"t_ns", "seq", "t_device_us", "index"})  # the arrays validation reads; the rest: shapes only
 CODECS = frozenset({"bytes", "zstd", "gzip", "blosc", "crc32c", "vlen-bytes", "vlen-utf8", "transpose"})
 
 
@@ -262,6 +265,40 @@ def _check_array(a: Any, where: str, max_rows: int, lim: Limits) -> str | None:
     return None
 
 
+def _inflated_size(data: bytes, limit: int) -> int:
+    """Bytes the gzip members at the start of ``data`` inflate to, counting no further than ``limit`` + 1."""
+    total = 0
+    while data[:2] == b"\x1f\x8b" and total <= limit:
+        d = zlib.decompressobj(31)
+        buf = data
+        while buf and total <= limit and not d.eof:
+            total += len(d.decompress(buf, limit + 1 - total))  # max_length >= 1: never "unlimited"
+            buf = d.unconsumed_tail
+        if not d.eof:
+            break
+        data = d.unused_data
+    return total
+
+
+def check_chunk_files(a: Any, array_dir: Path, where: str) -> str | None:
+    """The reason the stored chunks of an array that will be decoded are out of bounds, or None:
+    each file at most ``MAX_CHUNK_FILE`` bytes, and a gzip chunk inflating to no more than its
+    declared decoded size (a compressed chunk can claim any size; this reads at most that much).
+    Codecs that declare their decoded size in a header (zstd, blosc) allocate it at once, which
+    the validation process's memory cap bounds."""
+    names = [c.to_dict().get("name") for c in a.metadata.codecs]
+    chunk_bytes = math.prod(int(x) for x in a.chunks) * np.dtype(a.dtype).itemsize
+    root = array_dir / "c"
+    files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else []
+    for f in files:
+        size = f.stat().st_size
+        if size > MAX_CHUNK_FILE:
+            return f"limits: {where} chunk {f.relative_to(array_dir)} is {size} bytes, over {MAX_CHUNK_FILE}"
+        if "gzip" in names and _inflated_size(f.read_bytes(), chunk_bytes) > chunk_bytes:
+            return f"limits: {where} chunk {f.relative_to(array_dir)} inflates past its {chunk_bytes} bytes"
+    return None
+
+
 def read_bounded(a: Any) -> np.ndarray:
     """A whole array whose shape was checked, read a few chunks at a time."""
     out = np.empty(a.shape, a.dtype)
@@ -311,7 +348,10 @@ def _check_episode(path: Path, m: Manifest, row: dict[str, Any], reasons: list[s
         for name, sub in sorted(groups.items()):
             arrays = dict(sub.arrays())
             for aname, arr in sorted(arrays.items()):
-                why = _check_array(arr, f"{kind} {name} array {aname}", max_rows, lim)
+                where = f"{kind} {name} array {aname}"
+                why = _check_array(arr, where, max_rows, lim)
+                if why is None and aname in DECODED:
+                    why = check_chunk_files(arr, path / f"{kind}s" / name / aname, where)
                 if why:
                     raise ManifestError(why)
             arrays_of[f"{kind}/{name}"] = arrays
