@@ -50,9 +50,9 @@ def fetch_accepted(store: ObjectStore, row: dict, into: Path, dest: Path) -> str
             return f"{key}: changed since it was accepted (SHA-256 {got[:16]}..., accepted {digest[:16]}...)"
         claimed = row["claimed_duration_s"]
         unpack_archive(path, dest, limits_for(claimed if claimed is not None and math.isfinite(claimed) else 0.0))
-    except ManifestError as e:
+    except Exception as e:  # whatever the store now holds, the export goes on without it
         shutil.rmtree(dest, ignore_errors=True)
-        return f"{key}: {e}"
+        return f"{key}: {e}" if isinstance(e, ManifestError) else f"{key}: unreadable: {type(e).__name__}: {e}"
     finally:
         path.unlink(missing_ok=True)
     return None
