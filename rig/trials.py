@@ -71,14 +71,15 @@ class Outcome:
         return OUTCOME_SUCCESS[self.outcome]
 
 
-def record_outcome(takes_or_dataset: Any, index: int, outcome: Outcome) -> None:
-    """Write a trial's judgement into its episode: the success label and the outcome beside it."""
+def record_outcome(takes_or_dataset: Any, index: int, outcome: Outcome | None) -> None:
+    """Write a trial's judgement into its episode: the success label and the outcome beside it
+    (None: not judged, as before anyone answered)."""
     ds = getattr(takes_or_dataset, "dataset", takes_or_dataset)
     if ds is None:
         raise TakeError("the dataset is not open")
-    ds.set_success(index, outcome.success)
-    ds.annotate(index, {"outcome": outcome.outcome, "outcome_reason": outcome.reason,
-                        "judged_by": outcome.judged_by})
+    ds.set_success(index, None if outcome is None else outcome.success)
+    ds.annotate(index, {"outcome": None, "outcome_reason": "", "judged_by": None} if outcome is None else
+                {"outcome": outcome.outcome, "outcome_reason": outcome.reason, "judged_by": outcome.judged_by})
 
 
 def is_trial(attrs: dict[str, Any]) -> bool:
@@ -281,6 +282,33 @@ class PolicyTrials:
         return result, self.marks
 
 
+def figure_from_dict(d: dict[str, Any] | None, kind: str) -> SuccessFigure | None:
+    """A success figure from a report's dict (``SuccessFigure.to_dict()`` or the older
+    {"successes", "trials", ...}); ``kind`` where the dict does not say."""
+    if not d or "trials" not in d or "successes" not in d:
+        return None
+    return SuccessFigure(d.get("kind", kind), int(d["successes"]), int(d["trials"]))
+
+
+def current_figures(dataset: Any, policy_file: str | Path | None,
+                    estimates: list[SuccessFigure | None]) -> tuple[SuccessFigure | None, SuccessFigure | None]:
+    """(the trials on the arms of the policy file, the best success signal): the arms' trials
+    where there are any, then real time, then the fast sim estimate (``stats.best_figure``)."""
+    from rig.train.stats import best_figure
+
+    arms = None
+    if policy_file is not None and Path(policy_file).exists() and (Path(dataset) / "zarr.json").exists():
+        arms = arm_trials(dataset, policy_digest(policy_file))
+    return arms, best_figure([f for f in (arms, *estimates) if f is not None])
+
+
+def lead_line(best: SuccessFigure | None) -> str:
+    """The report's first line: the best success signal, labelled with its kind, n and interval."""
+    if best is None:
+        return "success: not measured yet (no trials on the arms, no simulated world to estimate in)"
+    return f"success ({best.label}): {best.text()}"
+
+
 def give_reference(policy: Any, takes: Takes) -> None:
     """A policy that locates objects against an empty-scene frame gets one: on the simulated rig
     the world's own model renders it (as the real-time trials do); on hardware it must come with
@@ -295,5 +323,6 @@ def give_reference(policy: Any, takes: Takes) -> None:
     _give_reference(policy, takes.config, takes.sim_task)
 
 
-__all__ = ["OUTCOMES", "Outcome", "PolicyTrials", "TrialMarks", "arm_trials", "find_takeover", "give_reference",
+__all__ = ["OUTCOMES", "Outcome", "PolicyTrials", "TrialMarks", "arm_trials", "current_figures", "figure_from_dict",
+           "lead_line", "find_takeover", "give_reference",
            "is_trial", "mark_trial", "policy_digest", "preload_torch", "record_outcome", "trial_outcome"]

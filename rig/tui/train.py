@@ -17,20 +17,26 @@ from textual.message import Message
 from textual.widgets import OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
+from rig.trials import current_figures, figure_from_dict, lead_line
+
+LEAD_S = 3.0  # the lead line (trials on the arms read from the dataset) is refreshed this often
+
 
 def figures_text(st) -> Text:
     """Success first (the headline), then the success-vs-takes curve and its projection; loss and
     errors as a secondary line beside the "holding still" and "mean action" baselines."""
     out = Text()
     s = getattr(st, "success", None)
-    if s:
-        out.append(f"success {s['successes']}/{s['trials']} ({100 * s['rate']:.0f} %)", "bold")
-        out.append(f"  {s['label']}", "dim")
+    fig = figure_from_dict(s, "fastsim")
+    if s and fig is not None:
+        out.append(f"success {fig.text()}", "bold")
+        out.append(f"  {s.get('label', fig.label)}", "dim")
         if getattr(st, "first_estimate_s", None) is not None:
             out.append(f", {st.first_estimate_s:.0f} s after the take", "dim")
         c = getattr(st, "confirmed", None)
-        if c:
-            out.append(f"\nconfirmed: {c['successes']}/{c['trials']} ({100 * c['rate']:.0f} %) {c['label']}")
+        conf = figure_from_dict(c, "realtime")
+        if c and conf is not None:
+            out.append(f"\nconfirmed: {conf.text()} {c.get('label', conf.label)}")
         curve = getattr(st, "success_curve", None)
         if curve:
             out.append("\nsuccess vs takes: " + ", ".join(f"{int(n)}: {100 * r:.0f} %" for n, r in curve))
@@ -70,9 +76,11 @@ class TrainPanel(Vertical):
             super().__init__()
             self.index = index
 
-    def __init__(self, dataset_path: Path, task: str | None, enabled: bool, **kw):
+    def __init__(self, dataset_path: Path, task: str | None, enabled: bool, policy_file: Path | None = None, **kw):
         super().__init__(**kw)
         self.dataset_path = Path(dataset_path)
+        self.policy_file = policy_file  # the policy `p` runs: its trials on the arms lead (None: none)
+        self._status = None  # the trainer's last status: its estimates follow the arms' trials
         self.train_task = task
         self.enabled = enabled
         self.trainer = None
@@ -82,6 +90,7 @@ class TrainPanel(Vertical):
         self.border_title = "quick-train"
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="train-lead")
         yield Static(Text("quick-train: starts when the rig is ready" if self.enabled else "quick-train: off", "dim"),
                      id="train-status")
         yield ProgressBar(total=1.0, show_eta=False, show_percentage=True, id="train-progress")
@@ -95,6 +104,24 @@ class TrainPanel(Vertical):
         self.query_one(ProgressBar).display = False
         if not self.enabled:
             self._show_unavailable()
+        self.refresh_lead()
+        self.set_interval(LEAD_S, self.refresh_lead)
+
+    def refresh_lead(self) -> None:
+        """The best success signal the rig has, labelled with its kind: trials on the arms of the
+        current policy where there are any, then the real-time and fast sim estimates."""
+        st = self._status
+        estimates = [figure_from_dict(getattr(st, "confirmed", None), "realtime"),
+                     figure_from_dict(getattr(st, "success", None), "fastsim")]
+        try:
+            arms, best = current_figures(self.dataset_path, self.policy_file, estimates)
+        except Exception as exc:  # a dataset being written or a policy being replaced: next time
+            self.query_one("#train-lead", Static).update(Text(f"success: unreadable now ({exc})", "dim"))
+            return
+        line = Text(lead_line(best), "bold" if best is not None else "dim")
+        if arms is not None and arms.trials and best is not arms:
+            line.append(f"\ntrials on the arms: {arms.text()}")
+        self.query_one("#train-lead", Static).update(line)
 
     def start(self) -> None:
         """Called once the rig is READY: importing torch while the arms are being set up would
@@ -136,6 +163,7 @@ class TrainPanel(Vertical):
         except Exception as exc:
             self.query_one("#train-status", Static).update(Text(f"quick-train status failed: {exc}", "red"))
             return
+        self._status = st
         age = (time.monotonic_ns() - st.updated_ns) / 1e9 if st.updated_ns else None
         head = Text(f"{st.state}", "bold")
         head.append(f"  {st.episodes} episodes  {st.message}")
