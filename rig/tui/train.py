@@ -81,6 +81,7 @@ class TrainPanel(Vertical):
         self.dataset_path = Path(dataset_path)
         self.policy_file = policy_file  # the policy `p` runs: its trials on the arms lead (None: none)
         self._status = None  # the trainer's last status: its estimates follow the arms' trials
+        self.lead = ""  # the lead line shown
         self.train_task = task
         self.enabled = enabled
         self.trainer = None
@@ -118,7 +119,8 @@ class TrainPanel(Vertical):
         except Exception as exc:  # a dataset being written or a policy being replaced: next time
             self.query_one("#train-lead", Static).update(Text(f"success: unreadable now ({exc})", "dim"))
             return
-        line = Text(lead_line(best), "bold" if best is not None else "dim")
+        self.lead = lead_line(best)
+        line = Text(self.lead, "bold" if best is not None else "dim")
         if arms is not None and arms.trials and best is not arms:
             line.append(f"\ntrials on the arms: {arms.text()}")
         self.query_one("#train-lead", Static).update(line)
