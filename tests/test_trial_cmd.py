@@ -145,6 +145,19 @@ def test_on_hardware_the_judge_answers_each_trial_and_the_episodes_keep_its_answ
     assert "trials on the arms: 1/2 = 50 % (95 % CI" in out and "1 skipped" in out
     assert arm_trials(data, digest).to_dict() == r["success"]
 
+    # `rig train` leads its report with the best success signal: these trials on the arms, of the
+    # policy file it is about to replace (no world here: no estimate to fall back on).
+    capsys.readouterr()
+    train_json = tmp_path / "train.json"
+    assert main(["train", str(data), "--policy", "visuomotor", "--steps", "1", "--no-curve", "--save",
+                 str(latest_policy_path(data)), "--json", str(train_json)]) == 0
+    out = capsys.readouterr().out
+    assert "success (trials on the arms): 1/2 = 50 % (95 % CI 9-91 %, n=2)" in out, out
+    assert out.index("success (trials on the arms)") < out.index("policy: ")
+    rep = json.loads(train_json.read_text())
+    assert rep["success_best"] == r["success"] and rep["success_arms"]["kind"] == "arms"
+    assert arm_trials(data, sha256(latest_policy_path(data))).trials == 0  # a new policy: no trials yet
+
     # A judge that answers something else: one line naming it, exit 2; the trial stays on disk unjudged.
     rc = main(["trial", str(data), "--config", str(config), "--trials", "1", "--seconds", "0.5",
                "--judge", "echo maybe"])

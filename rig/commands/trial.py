@@ -27,6 +27,7 @@ from rig.trials import OUTCOMES, Outcome, PolicyTrials, arm_trials, mark_trial, 
 
 FIRST_SEED = 10_000  # simulated rig: trial seeds start here (takes use the config's seed and up; estimates 1000+)
 DEFAULT_SECONDS = 20.0  # a trial's length when the dataset has no takes to go by
+SETTLE_S = 0.5  # simulated rig: after a reset, before the trial begins
 SUCCESS_POLL_S = 0.25  # simulated rig: how often the world is asked whether the task is done
 JUDGE_TIMEOUT_S = 600.0
 KEYS = {"s": "success", "f": "failure", "k": "skip"}
@@ -257,6 +258,7 @@ def _one(takes: Takes, trials: PolicyTrials, policy: Any, args, i: int, seed: in
     n = args.trials
     if seed is not None:
         takes.reset(seed)
+        _wait(takes, SETTLE_S)  # the cameras show the new scene before the policy looks at it
     index = trials.begin(policy)
     where = f"episode {index}" + (f", seed {seed}" if seed is not None else "")
     print(f"trial {i + 1}/{n} ({where}): the policy drives for {seconds:.1f} s ...", flush=True)
