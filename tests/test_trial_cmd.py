@@ -177,3 +177,23 @@ def test_on_hardware_without_a_judge_the_operator_answers_one_key(tmp_path, pair
     a = Dataset(data).episode(2).attrs
     assert (a["outcome"], a["judged_by"], a["success"]) == ("failure", "operator", False)
     assert "trials on the arms: 0/1 = 0 % (95 % CI 0-79 %, n=1)" in out
+
+
+def test_the_help_names_the_command_and_its_judge(capsys):
+    for argv in (["--help"], ["trial", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "trial " in out and "95 % interval" in out and "--judge CMD" in out and "RIG_TRIAL (1..N)" in out
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    data = tmp_path / "takes.zarr"
+    assert main(["trial", str(data), "--trials", "0"]) == 2
+    assert main(["trial", str(data), "--config", "sim-handheld"]) == 2
+    assert main(["trial", str(data), "--policy", str(tmp_path / "none.pt")]) == 2  # before any rig starts
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and "Traceback" not in "".join(err)
+    assert "--trials must be >= 1" in err[0] and "no followers" in err[1] and "no trained policy at" in err[2]
+    assert not data.exists()  # nothing was created

@@ -35,7 +35,7 @@ KEYS = {"s": "success", "f": "failure", "k": "skip"}
 
 def register(sub) -> None:
     p = sub.add_parser("trial", help="run the policy on the rig's followers as recorded, judged trials; "
-                                     "report its success with a 95 % interval")
+                                     "report its success with a 95 %% interval")
     p.add_argument("dataset", type=Path, help="the dataset the trials are recorded into (and the policy's takes)")
     p.add_argument("--policy", type=Path, default=None, metavar="PATH",
                    help="the policy file (default: quick-train's latest beside the dataset, DATASET.policy.pt)")
@@ -202,10 +202,10 @@ def run(args) -> int:
         raise RigError(f"{config.source} has no followers for a policy to drive; trials need a rig with arms")
     preflight(config)
     takes = Takes(config, args.dataset, task=args.task, operator=args.operator)
-    ds = takes.open_dataset(interactive=False, out=lambda s: print(f"rig: {s}", file=sys.stderr))
     trials = PolicyTrials(takes, args.policy)
     preload_torch()  # before the loop runs: importing torch then would stall its ticks
     policy = trials.load()  # a missing or foreign policy file: one line, before anything moves
+    ds = takes.open_dataset(interactive=False, out=lambda s: print(f"rig: {s}", file=sys.stderr))
     file, digest = trials.policy_file(), trials.digest
     seconds = args.seconds or default_seconds(ds)
     sim = config.sim is not None
