@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.errors import RigError
-from recorder import Dataset, RecorderError
+from recorder import Dataset
+from rig.commands.record import _wait  # waits while watching the loop, the arms and the recorder
 from rig.config import load_config
 from rig.takes import TakeError, Takes, preflight
 from rig.train.stats import SuccessFigure
@@ -160,21 +161,6 @@ def _interrupt(*_):
     raise KeyboardInterrupt
 
 
-def _check(takes: Takes) -> None:
-    failure = takes.failure()
-    if failure is not None:
-        if failure.kind == "recorder":
-            raise RecorderError(f"recording stopped: {failure.error}")
-        raise failure.error
-
-
-def _wait(takes: Takes, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        _check(takes)
-        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
-
-
 def _drive(takes: Takes, trials: PolicyTrials, seconds: float) -> tuple[float | None, str | None]:
     """The policy drives for ``seconds``; stops early when the world sees the task done or the
     policy fails. Returns (seconds to success, the policy's failure)."""
@@ -182,7 +168,6 @@ def _drive(takes: Takes, trials: PolicyTrials, seconds: float) -> tuple[float | 
     world = takes.world
     next_poll = t0
     while (now := time.monotonic()) - t0 < seconds:
-        _check(takes)
         failure = trials.failure()
         if failure is not None:
             return None, failure
@@ -190,7 +175,7 @@ def _drive(takes: Takes, trials: PolicyTrials, seconds: float) -> tuple[float | 
             next_poll = now + SUCCESS_POLL_S
             if takes.success():
                 return round(now - t0, 2), None
-        time.sleep(0.02)
+        _wait(takes, min(0.05, seconds - (now - t0)))  # raises if the loop, the arms or the recorder stopped
     return None, None
 
 

@@ -322,6 +322,8 @@ class Collector:
         elif (self.state == State.RECORDING and self.options.seconds > 0 and t.t_begin
               and t.elapsed_s >= self.options.seconds):
             self.toggle()  # the target length is reached: stop as if space was pressed
+        elif self.state == State.RECORDING and self.trials.active and self.trials.failure() is not None:
+            self.toggle()  # the policy failed (the followers hold): the trial ends, judged a failure
 
     def _camera_failure(self) -> str | None:
         now = time.monotonic()
@@ -507,8 +509,15 @@ class Collector:
         if not self.takes.recording:
             return  # a fault already saved it
         trial = self.trials.active
-        # A trial on the simulated rig is judged by the world (the collector may override with s / f).
-        result = self.trials.end(judge=True)[0] if trial else self.takes.end()
+        failed = self.trials.failure() if trial else None
+        # A trial on the simulated rig is judged by the world (the collector may override with s / f);
+        # one whose policy failed is a failure, with the reason.
+        if failed is not None:
+            result = self.trials.end(note=f"the policy failed: {failed}")[0]
+            record_outcome(self.takes, result.index, Outcome("failure", f"the policy failed: {failed}", "rig"))
+            result.success = False
+        else:
+            result = self.trials.end(judge=True)[0] if trial else self.takes.end()
         self.last = result
         self.t_saved_ns = time.monotonic_ns()
         self._kept_count += 1
@@ -518,7 +527,8 @@ class Collector:
             marks = self.trials.marks
             how = (f"taken over at tick {marks.takeover_tick}: a corrective take" if marks.corrective
                    else "no takeover")
-            judged = ("judge it s success / f failure / k skip" if result.success is None else
+            judged = (f"the policy failed ({failed}): a failure" if failed is not None else
+                      "judge it s success / f failure / k skip" if result.success is None else
                       f"the world judged it {label}: s / f overrides, k skip")
             self._set(State.REVIEW, f"policy trial {result.index} saved ({result.duration_s:.1f} s, {how}): {judged}; "
                                     "enter keep, backspace discard")
