@@ -53,6 +53,7 @@ def rig(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 # ---- the simulated rig: the world judges ---------------------------------------------------------------
 
 
+# Both kinds `rig train --save` writes load through the one loader (rig.train.latest.load_latest).
 @pytest.mark.parametrize("kind", ["quick", "visuomotor"])
 def test_on_the_simulated_rig_the_world_judges_three_recorded_trials(tmp_path, sim_dataset, kind):
     data = tmp_path / "takes.zarr"

@@ -5,7 +5,9 @@ control loop's ticks (p99 period error 1.2 -> 3.5 ms). So the app starts an *eng
 that owns the Collector (world, buses, loop, cameras, recorder) and talks to it over a pipe:
 
 - requests ``(id, op, args)`` -> replies ``("reply", id, ok, value, view)``: an action is queued
-  on the collector's worker and answered at once; every reply carries a fresh ``EngineView``;
+  on the collector's worker and answered at once; every reply carries a fresh view. The actions
+  and the view are defined once, in rig/tui/interface.py; the dispatch here and the proxy
+  ``CollectorProcess`` are derived from them;
 - events ``("event", kind, payload, view)``: a take was saved, an error to show;
 - camera previews come down-scaled (a few tens of kB per frame), never full frames.
 
@@ -52,6 +54,9 @@ class EngineError(RigError):
 
 
 EngineView = CollectorView  # the view every reply carries (rig/tui/interface.py)
+
+
+# ---- the engine process ----------------------------------------------------------------------
 
 
 def _preview(image: np.ndarray | None, width: int) -> np.ndarray | None:
