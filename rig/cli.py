@@ -11,7 +11,7 @@ from drivers.errors import RigError
 # Subcommand modules, in the order `rig --help` lists them. A module missing here (an optional
 # room not installed) is skipped rather than breaking every other command.
 COMMANDS = [
-    "collect", "teleop", "record", "episodes", "inspect", "verify", "export", "import_", "train",
+    "collect", "teleop", "record", "trial", "episodes", "inspect", "verify", "export", "import_", "train",
     "calibrate", "gripper", "pose", "sim", "scan", "setup_motors", "doctor", "sim_bus", "upload", "fleet",
 ]
 # `rig` alone starts the main job: the collector's app, or teleop where the app is not installed.

@@ -254,8 +254,8 @@ def test_labels_start_at_the_takeover_on_the_trainers_tick_grid():
 
 
 def test_on_the_simulated_aloha_p_runs_the_policy_and_a_leader_held_aside_takes_over(tmp_path):
-    """The same on the simulated ALOHA treated as hardware: the world's success check is not
-    asked; the scripted operator stays still; a hand on the left leader (``set_leader_pose``)
+    """The same on the simulated ALOHA: the world judges the trial (the collector may override);
+    the scripted operator stays still; a hand on the left leader (``set_leader_pose``)
     takes over."""
     pytest.importorskip("mujoco")
     from rig.sim.scene import START_ARM_POSE
@@ -297,7 +297,10 @@ def test_on_the_simulated_aloha_p_runs_the_policy_and_a_leader_held_aside_takes_
         assert abs(c.drill("arm_qpos")["left"][0] - START_ARM_POSE[0]) < 0.1  # the leader drives again
         c.toggle()
         wait_for(c, lambda: c.state == State.REVIEW and c.last.index == 2, 20, "the trial saved")
-        assert "corrective take" in c.message and c.last.success is None, c.message
+        # The world judges a trial on the simulated rig (the policy turned a waist: no task done);
+        # the collector's label overrides it.
+        assert "corrective take" in c.message and "the world judged it failure" in c.message, c.message
+        assert c.last.success is False
         c.label(False)
         wait_for(c, lambda: "marked failure" in c.message, 10, "labelled")
     finally:

@@ -150,12 +150,15 @@ def run(args: argparse.Namespace) -> int:
                                    progress=trial)
             report.demonstrations = trials_figure("demo", demo.per_trial, label=DEMO_LABEL)
     print()
+    from rig.trials import figure_from_dict
+
+    lead = _lead(args, [figure_from_dict(getattr(report, "success", None), "realtime")])
     print("\n".join(report.summary_lines()))
     if args.eval_trials <= 0:
         print("(closed-loop success in the simulated world: add --eval-trials N)")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_dict(), indent=1))
+        args.json.write_text(json.dumps({**report.to_dict(), **lead}, indent=1))
         print(f"report: {args.json}")
     if args.save is not None:
         args.save.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +166,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"policy: {args.save}")
     sys.stdout.flush()
     return 0
+
+
+def _lead(args: argparse.Namespace, estimates: list) -> dict:
+    """The report leads with the best success signal the rig has (rig/trials.py): trials on the
+    arms of the policy they ran (the file --save names, else quick-train's latest: read before
+    this run replaces it), then real time, then the fast sim estimate. Printed; returned for the JSON."""
+    from rig.train.latest import latest_policy_path
+    from rig.trials import current_figures, lead_line, policy_digest
+
+    file = args.save if args.save is not None and args.save.exists() else latest_policy_path(args.dataset)
+    arms, best = current_figures(args.dataset, file, estimates)
+    print(lead_line(best))
+    if arms is not None and arms.trials:
+        print(f"  (trials on the arms are those of {file}, sha256 {policy_digest(file)[:12]}: the policy before "
+              "this training)" if best is arms else f"  trials on the arms of {file}: {arms.text()}")
+    return {"success_best": best.to_dict() if best is not None else None,
+            "success_arms": arms.to_dict() if arms is not None else None}
 
 
 def _check_dataset(path: Path) -> None:
@@ -245,6 +265,10 @@ def run_quick(args: argparse.Namespace) -> int:
                                    progress=trial)
             report["demonstrations"] = trials_figure("demo", demo.per_trial, label=DEMO_LABEL)
     print()
+    from rig.trials import figure_from_dict
+
+    report.update(_lead(args, [figure_from_dict(report.get("success_realtime"), "realtime"),
+                               figure_from_dict(report.get("success"), "fastsim")]))
     print("\n".join(summary_lines(report)))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
