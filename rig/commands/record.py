@@ -17,7 +17,8 @@ def register(sub) -> None:
     p = sub.add_parser("record", help="record episodes headless (simulated rig: the scripted operator performs)")
     p.add_argument("--config", default=None, help="built-in config name or TOML path (default sim-aloha)")
     p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each episode")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="length of each episode (default: the sim task's trial length, else 20)")
     p.add_argument("--task", default=None, help="task text stored with each episode (sim: also the sim task)")
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help=f"Zarr dataset (default {DEFAULT_DATASET})")
     p.add_argument("--reset-seconds", type=float, default=2.0, help="pause between episodes")
@@ -34,7 +35,7 @@ def _interrupt(*_):
 
 def run(args) -> int:
     config = load_config(args.config)
-    if args.episodes < 1 or args.seconds <= 0:
+    if args.episodes < 1 or (args.seconds is not None and args.seconds <= 0):
         print("rig: --episodes must be >= 1 and --seconds > 0", file=sys.stderr)
         return 2
     if args.button and config.gripper is None:
@@ -45,6 +46,10 @@ def run(args) -> int:
     takes = Takes(config, args.dataset, task=args.task, operator=args.operator, seed=args.seed,
                   on_button=pressed.set)
     takes.open_dataset(interactive=sys.stdin.isatty())
+    if args.seconds is None:
+        from rig.sim.tasks import get_task
+
+        args.seconds = get_task(takes.sim_task).trial_s if takes.sim_task else 20.0
     signal.signal(signal.SIGTERM, _interrupt)
     seed0 = takes.seed
     kept = 0

@@ -461,7 +461,7 @@ class World:
         raise ValueError(f"unknown world command {op!r}")
 
     def _objects(self) -> list[str]:
-        return ["box"] if self.scene.task == "transfer_cube" else ["peg", "socket"]
+        return [o.body for o in self.scene.spec.objects]
 
     # --- main loop -------------------------------------------------------------------------------
     def start(self) -> dict:

@@ -38,7 +38,6 @@ PHASE_CLIP_S = 4.0  # times since a gripper event saturate here: only the first 
 TRIAL_S = 20.0  # time since start is scaled by this
 RATE_HZ = 50.0  # the rig's control rate: one action of a chunk per tick
 LOCATE_HW = (240, 320)  # the locating camera at full size: a 4 cm cube is ~6 px wide there
-OBJECTS = {"transfer_cube": ("box",), "insertion": ("peg", "socket")}
 
 
 @dataclass(frozen=True)
