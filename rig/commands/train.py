@@ -45,7 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--eval-trials", type=int, default=0, metavar="N",
                    help="simulated rig: run the policy closed-loop on N seeded trials and report the success rate")
     p.add_argument("--eval-seconds", type=float, default=None, metavar="S",
-                   help="length of one trial (default: the longest training episode)")
+                   help="length of one trial (default: quick, the sim task's trial length; visuomotor, the "
+                        "longest training episode)")
     p.add_argument("--eval-seed", type=int, default=1000, help="world seed of the first trial (default 1000)")
     p.add_argument("--keypoints", type=int, default=0, metavar="N",
                    help="N learned keypoints (spatial softmax) on the scene camera: locates small objects "

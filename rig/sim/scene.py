@@ -15,14 +15,17 @@ import numpy as np
 from drivers.errors import RigError
 
 from .hardware import FINGER_CLOSED_M, FINGER_OPEN_M
-from .tasks import TASKS, ObjectPose, UnknownTask, get_task
+from .tasks import DEFAULT_TASK, TASKS, ObjectPose, UnknownTask, get_task
 
-__all__ = ["TASKS", "ObjectPose", "SimScene", "SimUnavailable", "UnknownTask", "load_model", "object_poses"]
+# TASKS, ObjectPose and UnknownTask are the task registry's, named here too for the scene's users
+__all__ = ["ARM_JOINT_NAMES", "SIDES", "START_ARM_POSE", "START_FINGER_M", "TASKS", "ObjectPose", "SimScene",
+           "SimUnavailable", "UnknownTask", "camera_intrinsics", "import_mujoco", "load_model", "model_path",
+           "object_poses"]
+
 SIDES = ("left", "right")
 ARM_JOINT_NAMES = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 START_ARM_POSE = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0)  # the scene's start keyframe, per arm
 START_FINGER_M = 0.024
-
 
 
 class SimUnavailable(RigError):
@@ -75,7 +78,7 @@ def object_poses(task: str, seed: int) -> list[ObjectPose]:
 class SimScene:
     """A MuJoCo model+data of the bimanual rig with index maps in the rig's words."""
 
-    def __init__(self, task: str = "transfer_cube"):
+    def __init__(self, task: str = DEFAULT_TASK):
         self.mujoco = import_mujoco()
         self.task = task
         self.spec = get_task(task)
