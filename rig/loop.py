@@ -123,6 +123,7 @@ class LoopStats:
     takeovers: int = 0  # times an operator took over from a policy by moving a leader
     takeover_tick: int | None = None  # the tick of the last takeover
     source: str = "leaders"  # who drives now
+    source_failure: str | None = None  # why the source driving now cannot (a policy that failed: the followers hold)
     scheduling: str = "normal"  # what the loop thread got from the kernel (rig/realtime.py)
     started_ns: int = 0
     _err: np.ndarray = field(default=None, repr=False)
@@ -170,6 +171,7 @@ class LoopStats:
             "tick_cpu_ms": {"p50": pct(cpu, 50), "p99": pct(cpu, 99)},
             "dropped_records": self.dropped_records,
             "source": self.source,
+            "source_failure": self.source_failure,
             "takeovers": self.takeovers,
             "takeover_tick": self.takeover_tick,
             "scheduling": self.scheduling,
@@ -290,6 +292,10 @@ class ControlLoop:
         """Followers stop and go limp (or hold, if configured); leaders are left limp."""
         self.stop()
         self.join(timeout=2 * _WEDGED_S + 1)  # no tick may use a bus while the followers are made safe
+        self.source.end()
+        pending = self._pending
+        if pending is not None:
+            pending[0].end()
         for w in self.workers:
             w.stop()
         for a in (*self.leaders, *self.followers):
@@ -319,6 +325,12 @@ class ControlLoop:
         self.use(self._fallback())
 
     @property
+    def source_failure(self) -> str | None:
+        """Why the source driving now cannot (one line), e.g. a policy that raised: the followers
+        hold, the loop goes on."""
+        return self.source.failure
+
+    @property
     def replaying(self) -> bool:
         pending = self._pending
         return isinstance(pending[0] if pending is not None else self.source, Replay)
@@ -333,6 +345,8 @@ class ControlLoop:
         return Leaders() if self._has_leaders else Hold()
 
     def _switch(self, source: CommandSource, engage_s: float | None, k: int, now_ns: int) -> None:
+        if source is not self.source:
+            self.source.end()  # e.g. a policy's worker thread stops
         self.source = source
         self._source_code = SOURCE_CODES[source.name]
         self.stats.source = source.name
@@ -438,6 +452,7 @@ class ControlLoop:
             self._switch(self._fallback(), None, k, t_start)
             source = self.source
             wanted = source.target(self, k)
+        self.stats.source_failure = source.failure  # a failed policy holds; the app and CLI say why
         # Target: the source's, blended in from the targets at the switch while engaging, then
         # clamped to the joint limits and to the largest step per tick.
         elapsed_s = (t_start - self._engage_from_ns) / 1e9

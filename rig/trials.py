@@ -98,6 +98,14 @@ class PolicyTrials:
         self.marks: TrialMarks | None = None  # the last trial's
         self._policy: Any = None
         self._loaded: tuple[str, float] | None = None  # (file, mtime) of the loaded policy
+        self.source: Any = None  # the running trial's PolicySource
+        self.last_failure: str | None = None  # why the last trial's policy failed (None: it did not)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the running trial's policy stopped (it raised, a camera gave no frames): the
+        followers hold and the trial ends as failed with this reason."""
+        return self.source.failure if self.source is not None else None
 
     @property
     def active(self) -> bool:
@@ -116,7 +124,11 @@ class PolicyTrials:
         stamp = (str(file), file.stat().st_mtime) if file.exists() else None
         if self._policy is None or stamp != self._loaded:
             preload_torch()
+            from rig.train.policy_file import policy_digest
+
+            digest = policy_digest(file) if file.exists() else None
             policy = load_latest(self.takes.path, file)
+            policy.file_digest = digest  # which file exactly a trial ran (sha256)
             cams = policy.cfg.cameras
             # The first prediction initialises torch's kernels: here, not in the loop's first tick.
             policy.predict_chunk(np.zeros((len(cams), *policy.cfg.image_hw, 3), np.uint8),
@@ -154,20 +166,27 @@ class PolicyTrials:
             takes.use(Pose(np.asarray(policy.start_q, float)))
             time.sleep(takes.config.safety.engage_seconds + START_SETTLE_S)
         info = {"path": str(self._loaded[0]) if self._loaded else None, "steps": int(getattr(policy, "steps", 0)),
+                "kind": getattr(policy, "file_meta", {}).get("kind"), "sha256": getattr(policy, "file_digest", None),
                 "episodes": list(getattr(policy, "episodes", []))}
         self.index = takes.begin(extra={"trial": "policy", "policy": info}, perform=False)
+        self.source = source
         takes.use(source, engage_s=0.0 if policy.start_q is not None else None)
         return self.index
 
     def end(self, status: str = "complete", note: str | None = None) -> tuple[TakeResult, TrialMarks]:
         """The trial ends: the take is saved unjudged (the collector labels it), the followers go
         back to the leaders, and the takeover (if any) is written into the episode."""
+        failure = self.last_failure = self.failure
         try:
-            result = self.takes.end(status=status, note=note, judge=False)
+            result = self.takes.end(status=status, note=note or failure, judge=False)
         finally:
-            self.index = None
+            self.index, self.source = None, None
             self.takes.use(None)  # back to the leaders, blended from where the followers are
         self.marks = mark_trial(self.takes, result.index)
+        if failure is not None:  # the policy failed: the trial did too, and says why
+            self.takes.dataset.annotate(result.index, {"policy_failure": failure})
+            self.takes.label(result.index, False)
+            result.success = False
         return result, self.marks
 
 

@@ -313,6 +313,8 @@ class Collector:
         elif (self.state == State.RECORDING and self.options.seconds > 0 and t.t_begin
               and t.elapsed_s >= self.options.seconds):
             self.toggle()  # the target length is reached: stop as if space was pressed
+        elif self.state == State.RECORDING and self.trials.failure is not None:
+            self.toggle()  # the policy failed (the followers hold): the trial ends, failed, saying why
 
     def _camera_failure(self) -> str | None:
         now = time.monotonic()
@@ -502,7 +504,10 @@ class Collector:
         self._kept_count += 1
         self.first_frame = self._read_first_frame(result.index)
         label = {True: "success", False: "failure", None: "unlabelled"}[result.success]
-        if trial:
+        if trial and self.trials.last_failure is not None:  # the policy failed mid-trial
+            self._set(State.REVIEW, f"policy trial {result.index} failed: {self.trials.last_failure}; enter keep, "
+                                    "backspace discard")
+        elif trial:
             marks = self.trials.marks
             how = (f"taken over at tick {marks.takeover_tick}: a corrective take" if marks.corrective
                    else "no takeover")
