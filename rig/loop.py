@@ -8,6 +8,10 @@ servo alert checks, stats and tick records. The source can be switched from any 
 (:meth:`ControlLoop.use`); while a policy drives, moving a leader away takes over (the leaders
 drive at once, and the ticks are flagged "takeover").
 
+A source that cannot drive (a policy that raised, a camera it needs with no frames) says why
+in ``source.failure``: the followers hold where their targets are, the loop goes on ticking, and
+the reason is in ``source_failure`` (and the stats) for the app and the CLI.
+
 Rules of the tick: no disk, no UI, no log formatting, no large allocation. Tick k is due at
 t0 + k·period (absolute deadlines, no drift); a late tick is counted as an overrun and missed
 deadlines are skipped rather than bunched.
@@ -452,12 +456,12 @@ class ControlLoop:
             self._switch(self._fallback(), None, k, t_start)
             source = self.source
             wanted = source.target(self, k)
-        self.stats.source_failure = source.failure  # a failed policy holds; the app and CLI say why
+        failure = self.stats.source_failure = source.failure  # a failed policy holds; the app and CLI say why
         # Target: the source's, blended in from the targets at the switch while engaging, then
         # clamped to the joint limits and to the largest step per tick.
         elapsed_s = (t_start - self._engage_from_ns) / 1e9
         alpha = 1.0 if self._engage_s <= 0 else min(1.0, elapsed_s / self._engage_s)
-        blend = alpha * alpha * (3 - 2 * alpha)  # smoothstep: no jerk at either end
+        blend = alpha * alpha * (3 - 2 * alpha) if failure is None else 1.0  # smoothstep; a failed source holds
         want = self._scratch
         np.subtract(wanted, self.start_pose, out=want)
         want *= blend
