@@ -8,7 +8,9 @@ blocks, as the app switches it:
 - quick policy, worker: the quick policy through ``PolicySource`` as `p` runs it, its chunks
   predicted on the worker thread (the JPEG round trip of the top camera, the locator, three MLPs);
 - quick policy, inline: the same with ``worker=False``, prediction inside the tick (how it ran
-  before), for scale.
+  before), for scale;
+- with ``--ensemble M``, both again with ACT's temporal ensembling: a prediction every tick, so the
+  worker is never idle and competes with the loop for the cores and the interpreter.
 
 Each block's ticks are read from the loop's own figures (tick CPU time is the loop thread's CPU
 time, ``time.thread_time_ns``), leaving out the first second after a switch. Reported: tick CPU
@@ -19,7 +21,7 @@ The policy: ``--policy PATH`` (a policy file, e.g. from `rig train --save`), or 
 takes recorded now (`rig record`, 4 s each) and a quick policy of the default size trained on
 them for a few steps: its skill does not matter here, only what predicting costs.
 
-    python benchmarks/bench_policy_tick.py [--seconds 60] [--rounds 3] [--policy PATH] [--json OUT]
+    python benchmarks/bench_policy_tick.py [--seconds 60] [--rounds 3] [--policy PATH] [--ensemble 0.01] [--json OUT]
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="seconds of ticks per source, over all rounds")
     ap.add_argument("--rounds", type=int, default=3, help="alternating blocks of each source")
     ap.add_argument("--policy", type=Path, default=None, help="a policy file (default: train a quick one now)")
+    ap.add_argument("--ensemble", type=float, default=None, metavar="M",
+                    help="also run the policy with ACT's ensembling (a prediction every tick), worker and inline")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -88,7 +92,11 @@ def main() -> None:
     kind = policy.file_meta["kind"]
     cfg = load_config("sim-aloha")
     per = args.seconds / args.rounds
-    runs: dict[str, list[dict]] = {"teleop": [], "quick policy, worker": [], "quick policy, inline": []}
+    variants = [("quick policy, worker", True, None), ("quick policy, inline", False, None)]
+    if args.ensemble:  # a prediction every tick: the worker is never idle
+        variants += [("quick, ensembling, worker", True, args.ensemble),
+                     ("quick, ensembling, inline", False, args.ensemble)]
+    runs: dict[str, list[dict]] = {"teleop": [], **{v[0]: [] for v in variants}}
     chunks: dict[str, int] = {k: 0 for k in runs}
     with RigSession(cfg, cameras=True) as s:
         loop = s.teleop
@@ -100,14 +108,14 @@ def main() -> None:
                 s.world.set_operator(True, True)
                 loop.reengage()
                 runs["teleop"].append(block(loop, per))
-                for name, worker in (("quick policy, worker", True), ("quick policy, inline", False)):
+                for name, worker, ensemble in variants:
                     s.world.set_operator(False)  # hands off the leaders: no takeover
                     if policy.start_q is not None:
                         loop.use(Pose(np.asarray(policy.start_q, float)))
                         time.sleep(cfg.safety.engage_seconds + 0.5)
                     if hasattr(policy, "reset"):
                         policy.reset(0)
-                    source = PolicySource(policy, cams, worker=worker)
+                    source = PolicySource(policy, cams, ensemble=ensemble, worker=worker)
                     loop.use(source, engage_s=0.0)
                     runs[name].append(block(loop, per))
                     chunks[name] += source.chunks_predicted
@@ -131,7 +139,8 @@ def main() -> None:
         r["ratio_p50_to_teleop"] = r["tick_cpu_ms_p50"] / base
     print(f"policy: {kind}, {policy.cfg.cameras}, K={policy.cfg.k}, a chunk every {PolicySource(policy).execute} "
           f"ticks; {args.rounds} rounds of {per:.0f} s per source, 50 Hz, sim cameras on")
-    print("| source | ticks | tick CPU p50 ms | tick CPU p99 ms | x teleop (p50) | period err p99 ms | overruns | chunks |")
+    print("| source | ticks | tick CPU p50 ms | tick CPU p99 ms | x teleop (p50) | period err p99 ms | overruns | "
+          "chunks |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['ticks']} | {r['tick_cpu_ms_p50']:.3f} | {r['tick_cpu_ms_p99']:.3f} | "
