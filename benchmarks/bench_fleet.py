@@ -1,6 +1,6 @@
 """Fleet benchmark: compaction, upload, ingest, catalog queries, and a projection to 270,000 hours.
 
-    python benchmarks/bench_fleet.py [--sections compact,upload,ingest,catalog,project] [--episodes 24]
+    python benchmarks/bench_fleet.py [--sections compact,upload,ingest,hostile,catalog,project] [--episodes 24]
 
 1. compaction, measured against the stored JPEG frames (what the recorder keeps, q90):
    a. the simulated rig's rendered frames (MuJoCo, the sim-aloha scene with moving arms);
@@ -9,7 +9,10 @@
       the decode-back check (real time = 33.3 ms a frame).
 2. upload throughput to moto's loopback S3 server: clean, and through a proxy that resets every
    3rd connection after 1 MiB (parts retried); the directory store for comparison.
-3. ingest throughput (episodes/s) on Ray Data with 1 and 2 workers, and the ratio.
+3. ingest throughput (episodes/s) on Ray Data with 1 and 2 workers, and the ratio;
+   3b. (section ``hostile``) the same honest uploads alone and with 10 % hostile ones beside them
+   (allocation bombs, a blosc header that allocates past the sandbox's memory cap, gzip inflation
+   bombs, replayed takes, look-alike ids), 2 workers.
 4. catalog query time over 10,000 episodes (Parquet, pyarrow).
 5. the projection to 270,000 hours, from the figures above.
 Prints markdown. Medians of --repeat runs where a figure is timed. Numbers depend on machine load.
@@ -243,6 +246,49 @@ def bench_ingest(args, work: Path) -> None:
     RESULTS["ingest MB/s per worker"] = rates[1] * nbytes / len(truth.faults) / 1e6
 
 
+def bench_hostile(args, work: Path) -> None:
+    """Honest uploads alone, then with 10 % hostile ones among them: what the hostile ones cost."""
+    import ray
+
+    from rig.fleet.ingest import ingest, start_ray
+    from rig.fleet.simulator import EpisodeSpec, simulate_fleet
+    from rig.fleet.store import DirStore
+    from rig.fleet.validate import list_manifests
+    from tests.fleet_support import allocation_bomb, blosc_bomb, inflation_bomb, rewrite
+
+    print(f"\n## 3b. Ingest with 10 % hostile uploads ({args.episodes} honest episodes, directory store, 2 workers)\n")
+    spec = EpisodeSpec(seconds=3.0, fps=15, width=160, height=120)
+    store_dir = work / "hostile-store"
+    store = DirStore(store_dir)
+    simulate_fleet(work / "hostile-work", store, contractors=4, episodes=max(1, args.episodes // 4),
+                   bad_fraction=0.0, spec=spec)
+    honest = list_manifests(store)
+    n_bad = max(1, round(len(honest) / 9))  # 10 % of all uploads
+    kinds = [lambda k: allocation_bomb(store, k), lambda k: blosc_bomb(store, k), lambda k: inflation_bomb(store, k),
+             lambda k: rewrite(store, k, contractor="mallory", device="dev-mallory", episode_uuid=str(uuid.uuid4())),
+             lambda k: rewrite(store, k, contractor="ali\u0441e", episode_uuid=str(uuid.uuid4()))]
+    hostile_store = DirStore(work / "hostile-store-2")
+    shutil.copytree(store_dir, hostile_store.root, dirs_exist_ok=True)
+    store = hostile_store
+    for i in range(n_bad):
+        kinds[i % len(kinds)](honest[i])
+    start_ray(None, 2)
+    ingest(str(store_dir), work / "hostile-warm", workers=2)
+    rates = {}
+    for label, src in (("honest only", store_dir), ("with 10 % hostile", hostile_store.root)):
+        runs = []
+        for r in range(args.repeat):
+            res = ingest(str(src), work / f"hostile-cat-{label[:4]}-{r}", workers=2)
+            runs.append(res.new / res.seconds)
+        rates[label] = (med(runs), res.new, res.accepted)
+    ray.shutdown()
+    print("| uploads | episodes | accepted | episodes/s (median) |")
+    print("|---|---:|---:|---:|")
+    for label, (rate, n, acc) in rates.items():
+        print(f"| {label} | {n} | {acc} | {rate:.2f} |")
+    RESULTS["hostile eps/s"] = rates["with 10 % hostile"][0]
+
+
 # ---- 4. catalog ------------------------------------------------------------------------------------
 def bench_catalog(args, work: Path) -> None:
     import pyarrow.compute as pc
@@ -335,7 +381,7 @@ def project(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--sections", default="compact,upload,ingest,catalog,project")
+    p.add_argument("--sections", default="compact,upload,ingest,hostile,catalog,project")
     p.add_argument("--frames", type=int, default=90, help="frames per compaction measurement")
     p.add_argument("--episodes", type=int, default=24, help="episodes for the ingest measurement")
     p.add_argument("--repeat", type=int, default=3)
@@ -353,6 +399,8 @@ def main() -> None:
             bench_upload(args, work)
         if "ingest" in sections:
             bench_ingest(args, work)
+        if "hostile" in sections:
+            bench_hostile(args, work)
         if "catalog" in sections:
             bench_catalog(args, work)
         if "project" in sections:

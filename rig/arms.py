@@ -28,6 +28,7 @@ from drivers.dynamixel.errors import (
 )
 from drivers.errors import RigError
 from rig.config import ArmConfig
+from rig.shaping import joint_limits
 
 
 def arm_calibration(cfg: ArmConfig) -> ArmCalibration:
@@ -263,12 +264,7 @@ class Follower(DynamixelArm):
         super().__init__(cfg, port, **kw)
         self.goal_ticks = np.zeros(cfg.n_values)
         self._writer = None
-        lo = [j.lower if j.lower is not None else -np.inf for j in cfg.joints]
-        hi = [j.upper if j.upper is not None else np.inf for j in cfg.joints]
-        if cfg.gripper is not None:
-            lo.append(0.0)
-            hi.append(1.0)
-        self.lower, self.upper = np.array(lo), np.array(hi)
+        self.lower, self.upper = joint_limits(cfg)
         self.watchdog_ms = 0.0  # as armed by the loop; 0: not armed
         self.watchdog_armed = False
         self.tripped: list[int] = []  # servos the health poll found stopped by their watchdog

@@ -20,6 +20,7 @@ from drivers.dynamixel.control_table import BAUD_CODES, MODELS
 from drivers.errors import RigError
 
 DEFAULT_CONFIG = "sim-aloha"
+DEFAULT_RATE_HZ = 50.0  # the control rate when a config (or a recorded episode) does not say: the one definition
 # Where `rig record` and `rig collect` keep takes unless told otherwise (relative to where rig runs).
 DEFAULT_DATASET = Path("data/rig.zarr")
 ROLES = ("leader", "follower")
@@ -441,7 +442,7 @@ def parse_config(raw: dict[str, Any], source: str) -> RigConfig:
     if any(a.is_handheld for a in arms) and gripper is None:
         r.fail("gripper", "an arm has device = \"handheld\" but there is no [gripper] table; add one with its port")
     return RigConfig(name=r.get("name", str, Path(source.split(" ")[0]).stem), source=source,
-                     rate_hz=r.get("rate_hz", float, 50.0, positive=True, hi=1000.0), arms=tuple(arms),
+                     rate_hz=r.get("rate_hz", float, DEFAULT_RATE_HZ, positive=True, hi=1000.0), arms=tuple(arms),
                      cameras=tuple(cameras), safety=safety, sim=sim, raw=raw, gripper=gripper, loop=loop,
                      recording=recording, home=home)
 

@@ -32,6 +32,7 @@ from drivers.errors import RigError
 from rig import realtime
 from rig.arms import Arm, Follower
 from rig.config import RigConfig
+from rig.shaping import shape_target, step_limits
 from rig.sources import CommandSource, Hold, Leaders, Replay
 from rig.ticks import SOURCE_CODES, TickRecord, TickSink
 
@@ -230,12 +231,8 @@ class ControlLoop:
         self.start_pose = np.zeros(self.n)
         self.lower = np.concatenate([p.follower.lower for p in pairs]) if pairs else np.zeros(0)
         self.upper = np.concatenate([p.follower.upper for p in pairs]) if pairs else np.zeros(0)
-        step = []
-        for p in pairs:
-            step += [self.safety.max_step_rad] * p.follower.n_joints
-            if p.follower.cfg.gripper is not None:
-                step.append(self.safety.max_gripper_step)
-        self.max_step = np.array(step)
+        self.max_step = (np.concatenate([step_limits(p.follower.cfg, self.safety) for p in pairs]) if pairs
+                         else np.zeros(0))
         self._scratch = np.zeros(self.n)
         self._moved = np.zeros(self.n)
         self._suspect = np.full(self.n, np.inf)
@@ -466,10 +463,7 @@ class ControlLoop:
         np.subtract(wanted, self.start_pose, out=want)
         want *= blend
         want += self.start_pose
-        np.clip(want, self.lower, self.upper, out=want)
-        want -= self.target
-        np.clip(want, -self.max_step, self.max_step, out=want)
-        self.target += want
+        shape_target(want, self.target, self.lower, self.upper, self.max_step)
         hold = missed if source.uses_leaders else missed & ~self._leader_bits
         for p in self.pairs:
             if hold & p.bits:

@@ -256,7 +256,7 @@ class PolicySource(CommandSource):
         if not self.cameras:
             return self._small
         from recorder.codec import encode_jpeg
-        from rig.train.data import _reduction, decode_small
+        from rig.downscale import decode_small, reduction
 
         for i, cam in enumerate(self.cameras):
             frame = cam.latest()
@@ -265,7 +265,7 @@ class PolicySource(CommandSource):
             if self._seen[i] == frame.index:
                 continue
             blob = encode_jpeg(frame.data) if frame.encoding == "rgb8" else bytes(frame.data)
-            self._small[i] = decode_small(blob, self.hw, _reduction(cam.width, cam.height, self.hw))
+            self._small[i] = decode_small(blob, self.hw, reduction(cam.width, cam.height, self.hw))
             self._seen[i] = frame.index
         return self._small
 

@@ -1,16 +1,25 @@
-"""Fixtures for the fleet tests: moto's S3 server on loopback, a rig identity, recorded takes."""
+"""Fixtures for the fleet tests: moto's S3 server on loopback, a rig identity, recorded takes; and the
+hostile contractor's tools (forged uploads), shared by tests/test_fleet_hostile.py and bench_fleet."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
+import json
 import logging
 import os
 import subprocess
 import sys
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from rig.fleet.manifest import ARCHIVE, MANIFEST
+from rig.fleet.store import sha256_b64
 
 ROOT = Path(__file__).resolve().parents[1]
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -89,3 +98,101 @@ def ray_local(s3_server):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
+
+
+# ---- the hostile contractor: forged uploads, every size and SHA-256 recomputed -----------------------
+GiB = 1 << 30
+T_NS = "streams/gripper/t_ns/"
+
+
+def stored_zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name in sorted(files):
+            z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), files[name])
+    return buf.getvalue()
+
+
+def rewrite(store, key: str, *, contractor=None, device=None, dataset=None, episode_uuid=None, bind=True,
+            attrs=None, members=None, drop=(), edit=None, blob=None) -> str:
+    """Upload a forged episode made from the one at ``key``: other ids (in the manifest, the key and,
+    with ``bind``, the archive's binding), other archive members or attributes, an edited manifest;
+    every size and SHA-256 recomputed as a hostile uploader would. Returns the new manifest key."""
+    prefix = key[: -len(MANIFEST)]
+    doc = json.loads(store.get(key))
+    ids = {"contractor": contractor or doc["contractor"], "device": device or doc["device"],
+           "dataset": dataset or doc["dataset"], "episode_uuid": episode_uuid or doc["episode_uuid"]}
+    if blob is None:
+        with zipfile.ZipFile(io.BytesIO(store.get(prefix + ARCHIVE))) as z:
+            files = {i.filename: z.read(i) for i in z.infolist()}
+        root = json.loads(files["zarr.json"])
+        if bind:
+            root["attributes"]["fleet"] = dict(ids)
+        root["attributes"].update(attrs or {})
+        files["zarr.json"] = json.dumps(root).encode()
+        for name in drop:
+            files = {k: v for k, v in files.items() if not k.startswith(name)}
+        files.update(members or {})
+        blob = stored_zip(files)
+    doc.update(ids)
+    doc["objects"] = [{"key": ARCHIVE, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}]
+    if edit:
+        edit(doc)
+    new = f"{ids['contractor']}/{ids['dataset']}/{ids['episode_uuid']}/"
+    store.put(new + ARCHIVE, blob, sha256_b64(blob))
+    data = json.dumps(doc).encode()
+    store.put(new + MANIFEST, data, sha256_b64(data))
+    return new + MANIFEST
+
+
+def t_ns_meta(rows: int, chunk: int, codecs=None) -> bytes:
+    return json.dumps({
+        "shape": [rows], "data_type": "int64", "zarr_format": 3, "node_type": "array", "fill_value": 0,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [chunk]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "codecs": codecs or [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "gzip",
+                                                                                     "configuration": {"level": 9}}],
+        "attributes": {}, "storage_transformers": []}).encode()
+
+
+def gzip_zeros(n_bytes: int) -> bytes:
+    """A gzip stream that inflates to ``n_bytes`` zeros: 64 MiB members, compressed once, repeated."""
+    one = gzip.compress(bytes(64 << 20), 9)
+    return one * max(1, n_bytes // (64 << 20))
+
+
+T_NS = "streams/gripper/t_ns/"
+
+
+def allocation_bomb(store, key):
+    """2.5 MB that declares (and inflates to) a 2.24 GiB t_ns array in one gzip chunk."""
+    rows = int(2.24 * GiB) // 8
+    return rewrite(store, key, contractor="mallory", device="dev-mallory", episode_uuid=str(uuid.uuid4()),
+                   drop=(T_NS,), members={T_NS + "zarr.json": t_ns_meta(rows, rows),
+                                          T_NS + "c/0": gzip_zeros(rows * 8)})
+
+
+def inflation_bomb(store, key):
+    """A t_ns array of 150 rows whose one gzip chunk inflates to 1.5 GiB: no metadata shows it."""
+    return rewrite(store, key, contractor="mallory", device="dev-mallory", episode_uuid=str(uuid.uuid4()),
+                   drop=(T_NS,), members={T_NS + "zarr.json": t_ns_meta(150, 150),
+                                          T_NS + "c/0": gzip_zeros(int(1.5 * GiB))})
+
+
+
+
+def blosc_bomb(store, key):
+    """A t_ns array of 150 rows whose one blosc chunk's header says it decodes to 1.5 GiB: blosc
+    allocates that before decoding a byte, and no zarr metadata shows it."""
+    import struct
+
+    import numpy as np
+    from numcodecs import Blosc
+
+    chunk = bytearray(Blosc(cname="lz4", clevel=5, shuffle=1).encode(np.arange(150, dtype="i8").tobytes()))
+    struct.pack_into("<I", chunk, 4, int(1.5 * GiB))  # the header's decoded size
+    codecs = [{"name": "bytes", "configuration": {"endian": "little"}},
+              {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 8,
+                                                  "blocksize": 0}}]
+    return rewrite(store, key, contractor="mallory", device="dev-mallory", episode_uuid=str(uuid.uuid4()),
+                   drop=(T_NS,), members={T_NS + "zarr.json": t_ns_meta(150, 150, codecs), T_NS + "c/0": bytes(chunk)})

@@ -163,3 +163,79 @@ def test_command_line_code_lives_in_rig():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 bad += [f"{name} imports {n}" for n in names if n.split(".")[0] == "argparse"]
     assert not bad, "\n".join(bad)
+
+
+# ---- walls inside rig/ ----------------------------------------------------------------------------
+
+# The control loop and what it runs each tick: never training code (torch, datasets, models), not
+# even lazily; what both sides need (frame down-scaling, the target shaping) lives in a module of
+# the loop's side that training imports.
+CONTROL_LOOP = ("rig.loop", "rig.sources", "rig.ticks", "rig.arms", "rig.realtime", "rig.shaping",
+                "rig.downscale")
+NOT_FROM_THE_LOOP = ("rig.train", "rig.tui", "rig.commands", "rig.fleet")
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> dict[str, str]:
+    """Every module ``start`` imports, directly or through others: module -> the one that imports it."""
+    seen: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        m = todo.pop()
+        for t in sorted(graph.get(m, ())):
+            if t not in seen and t != start:
+                seen[t] = m
+                todo.append(t)
+    return seen
+
+
+def test_the_control_loop_never_imports_training_code():
+    graph = import_graph()
+    bad = []
+    for m in CONTROL_LOOP:
+        assert m in graph, f"{m} is gone: update CONTROL_LOOP"
+        for t, via in reachable(graph, m).items():
+            if t.startswith(NOT_FROM_THE_LOOP):
+                bad.append(f"{m} reaches {t} (imported by {via})")
+    assert not bad, "the control loop must not import these (move the shared piece to the loop's side):\n" + \
+        "\n".join(bad)
+
+
+def test_the_wall_check_follows_imports_through_other_modules():
+    graph = {"rig.loop": {"rig.sources"}, "rig.sources": {"rig.downscale"}, "rig.downscale": {"rig.train.data"},
+             "rig.train.data": set()}
+    assert reachable(graph, "rig.loop") == {"rig.sources": "rig.loop", "rig.downscale": "rig.sources",
+                                            "rig.train.data": "rig.downscale"}
+
+
+def private_imports(path: Path, name: str, mods: dict[str, Path]) -> list[str]:
+    """``from other.module import _name`` in one module (its own submodules' privates count too: a
+    package and its modules are separate rooms)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = []
+    for node in imports(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+        if base.split(".")[0] not in PACKAGES or base == name:
+            continue
+        for a in node.names:
+            if a.name.startswith("_") and not a.name.startswith("__") and f"{base}.{a.name}" not in mods:
+                found.append(f"{name} imports {a.name} from {base}")
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    mods = modules()
+    bad = [line for name, path in mods.items() for line in private_imports(path, name, mods)]
+    assert not bad, "make the name public in the module that owns it (or move it to the room both use):\n" + \
+        "\n".join(bad)
+
+
+def test_the_private_name_check_sees_lazy_and_relative_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("from rig.x import y, _z\n\ndef f():\n    from .sibling import _hidden, __version__\n")
+    mods = {"rig.pkg.m": src}
+    assert sorted(private_imports(src, "rig.pkg.m", mods)) == ["rig.pkg.m imports _hidden from rig.pkg.sibling",
+                                                                "rig.pkg.m imports _z from rig.x"]

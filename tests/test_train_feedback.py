@@ -14,8 +14,9 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from rig.train.data import EpisodeCache, build_samples  # noqa: E402
-from rig.train.feedback import Trend, fit_trend, idle_stretches, projection, score_episodes  # noqa: E402
-from rig.train.pipeline import curve_sizes, run_pipeline  # noqa: E402
+from rig.train.feedback import idle_stretches, score_episodes  # noqa: E402
+from rig.train.pipeline import run_pipeline  # noqa: E402
+from rig.train.report import Trend, curve_sizes, error_projection, fit_trend  # noqa: E402
 from rig.train.trainer import TrainConfig, evaluate, train_policy  # noqa: E402
 
 CFG = TrainConfig(steps=25, seed=0)
@@ -105,13 +106,13 @@ def test_learning_curve_comes_from_real_sub_trainings(episodes, clean):
 
 def test_trend_and_projection():
     curve = [(n, 8.0 * n ** -0.5) for n in (5, 10, 15, 20)]
-    t = fit_trend(curve)
-    assert t.a == pytest.approx(8.0, rel=1e-6) and t.b == pytest.approx(0.5, rel=1e-6)
-    text, more = projection(t, 20, t(20), target=1.0, val_fraction=0.2)
+    t = fit_trend(curve)  # log err = a + b log n
+    assert np.exp(t.a) == pytest.approx(8.0, rel=1e-6) and t.b == pytest.approx(-0.5, rel=1e-6)
+    text, more = error_projection(t, 20, t(20), target=1.0, val_fraction=0.2)
     # 8 / sqrt(n) = 1 at n = 64 training episodes = 80 in all; 20 training = 25 in all
     assert more == 55 and text.startswith("about 55 more episodes to reach 1.00 deg")
-    flat, more = projection(Trend(2.0, 0.0), 20, 2.0, target=1.0)
+    flat, more = error_projection(Trend(np.log(2.0), 0.0), 20, 2.0, target=1.0)
     assert more is None and "not falling" in flat
-    done, more = projection(t, 20, 0.9, target=1.0)
+    done, more = error_projection(t, 20, 0.9, target=1.0)
     assert more == 0 and "reached" in done
     assert fit_trend([(4, 1.0)]) is None

@@ -185,7 +185,7 @@ def test_keypoints_on_a_camera_the_episodes_lack_is_a_clear_error(episodes):
 
 
 def test_temporal_ensembling_weights_the_older_chunks_heavier():
-    from rig.train.rollout import _ensembled
+    from rig.sources import _ensembled
 
     old = np.zeros((4, 2))
     new = np.ones((4, 2))

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 from recorder import Dataset  # noqa: E402
 from rig.train.data import JointInfo  # noqa: E402
 from rig.train.quick import QuickConfig, QuickEpisode, train_quick  # noqa: E402
-from rig.train.quickrun import success_projection, takes_that_hurt  # noqa: E402
+from rig.train.quickrun import takes_that_hurt  # noqa: E402
+from rig.train.report import success_projection  # noqa: E402
+from rig.train.stats import SuccessFigure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JOINTS = JointInfo(tuple(f"{s}_{j}" for s in ("left", "right") for j in
@@ -152,11 +154,15 @@ def test_takes_that_hurt_name_a_retried_grasp_and_a_failure():
     assert not hurt["idle"] and not hurt["outlier"]
 
 
+def _fast(successes: int, trials: int = 50) -> SuccessFigure:
+    return SuccessFigure("fastsim", successes, trials)
+
+
 def test_the_projection_counts_takes_to_the_target_rate():
-    text, more = success_projection([(10, 0.3), (20, 0.5), (40, 0.7)], 40, 0.8)
+    text, more = success_projection([(10, _fast(15)), (20, _fast(25)), (40, _fast(35))], 40, 0.8)
     assert more is not None and 5 <= more <= 60 and text.startswith(f"about {int(more)} more takes to reach 80 %")
-    assert success_projection([(10, 0.5), (20, 0.5)], 20)[1] is None  # not rising: no number invented
-    assert success_projection([(20, 0.9)], 20)[0].startswith("target reached")
+    assert success_projection([(10, _fast(25)), (20, _fast(25))], 20)[1] is None  # not rising: no number invented
+    assert success_projection([(20, _fast(45))], 20)[0].startswith("target reached")
 
 
 # ---- rig train: the report and the bad input ---------------------------------------------------------------
@@ -180,11 +186,13 @@ def test_rig_train_reports_success_per_trial_the_curve_and_the_baselines(labelle
     assert "closed-loop success:" in r.stdout and "fast sim estimate" in r.stdout
     rep = json.loads(out.read_text())
     s = rep["success"]
-    assert s["label"] == "fast sim estimate" and s["trials"] == 2 and 0.0 <= s["rate"] <= 1.0
+    assert s["kind"] == "fastsim" and s["label"] == "fast sim estimate (early: 2 trials)" and s["trials"] == 2
+    assert 0.0 <= s["rate"] <= 1.0 and s["n"] == 2 and s["ci95"][1] - s["ci95"][0] > 0.5  # 2 trials: wide
     assert [t["seed"] for t in s["per_trial"]] == [1000, 1001]
     assert all(isinstance(t["success"], bool) for t in s["per_trial"])
-    assert len(rep["curve"]) == 2 and rep["curve"][-1][0] == 4  # (takes, rate): a sub-training and the full run
-    assert rep["projection"]
+    assert [p["takes"] for p in rep["curve"]] == [2, 4]  # a sub-training and the full run
+    assert all(p["n"] == 2 and len(p["ci95"]) == 2 for p in rep["curve"])
+    assert rep["projection"].startswith("the interval is too wide to project") and rep["more_takes"] is None
     e = rep["errors"]
     for key in ("joint_error", "gripper_error", "hold_joint_error", "mean_action_joint_error", "per_joint"):
         assert key in e
@@ -318,7 +326,9 @@ def test_the_apps_background_trainer_estimates_success_and_confirms_it_through_t
             if s.confirmed is not None:
                 break
             time.sleep(0.5)
-    assert s.success is not None and s.success["label"] == "fast sim estimate" and s.success["trials"] == 1
+    assert s.success is not None and s.success["kind"] == "fastsim" and s.success["trials"] == 1
+    # an early estimate, labelled so; one trial: the interval says how little it tells
+    assert s.success["label"].startswith("fast sim estimate (early") and s.success["ci95"][1] - s.success["ci95"][0] > 0.7
     assert s.first_estimate_s is not None  # seconds from the newest take to the first estimate
-    assert s.confirmed["label"] == "real-time trials through the buses" and s.confirmed["trials"] == 1
+    assert s.confirmed["kind"] == "realtime" and s.confirmed["trials"] == 1 and s.confirmed["n"] == 1
     assert s.confirmed["seeds"] == [1000]

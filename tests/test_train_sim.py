@@ -116,7 +116,9 @@ def test_rig_train_with_keypoints_ensembling_and_the_demonstration_reference(sim
     assert r.returncode == 0, r.stdout + r.stderr
     assert "the scripted demonstrations through the same trials: 1/1" in r.stdout
     rep = json.loads(out.read_text())
-    assert rep["success"]["trials"] == 1 and rep["success"]["demonstrations"]["successes"] == 1
+    assert rep["success"]["trials"] == 1 and rep["demonstrations"]["successes"] == 1
+    for fig in (rep["success"], rep["demonstrations"]):  # every figure with its n and 95 % interval
+        assert fig["n"] == 1 and 0.0 <= fig["ci95"][0] < fig["ci95"][1] <= 1.0
     # every tick predicted (ensembling) and still on time: the loop kept the control rate
     t = rep["success"]["per_trial"][0]
     assert t["ticks"] + t["skipped_ticks"] >= 500 and t["skipped_ticks"] < 50

@@ -14,8 +14,12 @@ def register(sub) -> None:
     i = fsub.add_parser("ingest", help="validate uploaded episodes into a Parquet catalog and a contractor report")
     i.add_argument("source", help="s3://bucket/prefix or a directory store, as given to `rig upload`")
     i.add_argument("--catalog", type=Path, required=True, help="catalog directory (created; reruns add new episodes)")
-    i.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray on this machine)")
-    i.add_argument("--workers", type=int, default=None, help="local Ray: CPUs to use (default: all)")
+    i.add_argument("--address", default=None,
+                   help="join a running Ray cluster: the head's GCS address HOST:PORT (port 6379 by default), or "
+                        "`auto`; run on a node of the cluster (ray:// is not supported by Ray Data). "
+                        "Default: a local Ray on this machine")
+    i.add_argument("--workers", type=int, default=None,
+                   help="tasks at once: the local Ray's CPUs, or a cap on a cluster (default: all CPUs)")
     i.add_argument("--lerobot", type=Path, default=None, help="also export accepted episodes as LeRobot v3 here")
     i.add_argument("--progress", action="store_true", help="show Ray Data's progress bars")
     i.set_defaults(func=run_ingest)
@@ -52,9 +56,17 @@ def run_ingest(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise RigError("--workers must be >= 1")
+    if args.address is not None:
+        from rig.fleet.cluster import check_address
+
+        check_address(args.address)  # before listing the store: a ray:// address is refused at once
     res = ingest(args.source, args.catalog, args.address, args.workers, progress=args.progress)
     print(f"{res.listed} manifest(s) in {args.source}; {res.new} new: {res.accepted} accepted, {res.rejected} "
           f"rejected in {res.seconds:.1f} s")
+    if res.new:
+        from rig.fleet.cluster import describe
+
+        print(f"validated on {describe()}")
     for r in res.rows:
         if not r["accepted"]:
             print(f"  rejected {r['manifest_key']}: {r['reasons']}")
@@ -107,8 +119,13 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 def run_catalog(args: argparse.Namespace) -> int:
-    from rig.fleet.ingest import read_catalog
+    from rig.fleet.ingest import EPISODES_DIR, read_catalog
 
+    if not args.catalog.is_dir():
+        raise RigError(f"no catalog at {args.catalog}: give the directory `rig fleet ingest --catalog` wrote")
+    if not (args.catalog / EPISODES_DIR).is_dir() and not (args.catalog / "report.txt").is_file():
+        raise RigError(f"{args.catalog} is not a catalog (no {EPISODES_DIR}/ nor report.txt in it): give the "
+                       "directory `rig fleet ingest --catalog` wrote")
     t = read_catalog(args.catalog).to_pandas()
     acc = t[t["accepted"]]
     print(f"{len(t)} episode(s), {len(acc)} accepted; {t['duration_s'].fillna(0).sum() / 3600:.3f} h recorded, "

@@ -2,6 +2,10 @@
 
 Stored in ``$XDG_CONFIG_HOME/rig/identity.toml`` (``~/.config/rig/identity.toml``), or the file
 ``RIG_IDENTITY`` names. Both ids become parts of object keys, so they are short and plain.
+
+One id format for contractors, devices and datasets, here and in the ingest: 1-64 ASCII letters,
+digits, '.', '_' or '-', starting with a letter or digit. Nothing else: no look-alike letters from
+other scripts, no invisible characters, no trailing newline, so two ids that print alike are equal.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import tomli_w
 
 from drivers.errors import RigError
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ID_FORMAT = "1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 
 
 class IdentityError(RigError):
@@ -37,10 +42,13 @@ def identity_path() -> Path:
     return Path(base) / "rig" / "identity.toml"
 
 
+def is_id(value: object) -> bool:
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
 def check_id(kind: str, value: str) -> str:
-    if not _ID.match(value or ""):
-        raise IdentityError(f"{kind} id {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
-                            f"letter or digit")
+    if not is_id(value):
+        raise IdentityError(f"{kind} id {ascii(value)[:80]} must be {ID_FORMAT}")
     return value
 
 

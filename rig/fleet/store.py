@@ -76,6 +76,7 @@ class ObjectInfo:
     key: str
     size: int
     checksum: str | None = None  # base64 SHA-256, or composite "<b64>-N" for a multipart object
+    modified: float = 0.0  # when it was written, POSIX seconds (from listings; 0 where not known)
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,8 @@ class DirStore(ObjectStore):
                 key = key.replace(os.sep, "/")
                 if key.startswith(prefix):
                     with contextlib.suppress(FileNotFoundError):
-                        yield ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size)
+                        st = os.stat(os.path.join(dirpath, name))
+                        yield ObjectInfo(key, st.st_size, modified=st.st_mtime)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -540,7 +542,7 @@ class S3Store(ObjectStore):
                 kw["ContinuationToken"] = token
             r = self._call("list", self.client.list_objects_v2, **kw)
             for o in r.get("Contents", []):
-                yield ObjectInfo(o["Key"][len(self.prefix):], int(o["Size"]))
+                yield ObjectInfo(o["Key"][len(self.prefix):], int(o["Size"]), modified=o["LastModified"].timestamp())
             if not r.get("IsTruncated"):
                 return
             token = r["NextContinuationToken"]

@@ -100,7 +100,7 @@ def capture_reference_here(task: str, camera: str, width: int, height: int, imag
     import cv2
 
     from recorder.codec import encode_jpeg
-    from rig.train.data import _reduction, decode_small
+    from rig.downscale import decode_small, reduction
 
     scene = SimScene(task)
     mj, m, d = scene.mujoco, scene.model, scene.data
@@ -110,7 +110,7 @@ def capture_reference_here(task: str, camera: str, width: int, height: int, imag
         d.qpos[adr:adr + 3] = OUT_OF_VIEW
     pose_scene(scene, start_q)
     rgb, seg = _render(scene, camera, width, height, segmentation=True)
-    frame = decode_small(encode_jpeg(rgb), image_hw, _reduction(width, height, image_hw))
+    frame = decode_small(encode_jpeg(rgb), image_hw, reduction(width, height, image_hw))
     arm_geoms = np.array([m.body(m.geom_bodyid[g]).name.startswith(ARM_PREFIX) for g in range(m.ngeom)] + [False])
     ids = seg[..., 0].astype(np.int64)
     is_geom = seg[..., 1] == int(mj.mjtObj.mjOBJ_GEOM)
@@ -163,7 +163,7 @@ def render_take_start_here(task: str, seed: int, camera: str = "top", width: int
     objects placed by the seed, arms at ``start_q``. ``object_rgba`` repaints the objects (a test
     that a locator does not rely on their colour). Needs an OpenGL backend in this process."""
     from recorder.codec import encode_jpeg
-    from rig.train.data import _reduction, decode_small
+    from rig.downscale import decode_small, reduction
 
     scene = SimScene(task)
     m = scene.model
@@ -176,7 +176,7 @@ def render_take_start_here(task: str, seed: int, camera: str = "top", width: int
                 m.geom_matid[g] = -1
     pose_scene(scene, start_q)
     rgb, _ = _render(scene, camera, width, height)
-    return decode_small(encode_jpeg(rgb), image_hw, _reduction(width, height, image_hw))
+    return decode_small(encode_jpeg(rgb), image_hw, reduction(width, height, image_hw))
 
 
 def render_take_starts(task: str, seeds: list[int], **kw) -> tuple[Reference, list[np.ndarray]]:

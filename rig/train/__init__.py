@@ -2,9 +2,11 @@
 
 - ``data``: Zarr episodes -> (down-scaled camera frames, joint state) at each tick -> next K actions.
 - ``model``: a small CNN per camera plus an MLP head predicting an action chunk.
+- ``steps``: the one step loop both recipes run (count or time budget, schedule, stop, loss curve).
 - ``trainer``: seeded training with held-out *episodes* for validation, CPU or GPU.
 - ``feedback``: per-joint error in physical units, per-episode scores and flags, learning curve.
 - ``rollout``: closed-loop success rate in the simulated world.
+- ``report``: the one report: success figures with n and 95 % intervals, the curve, the projection.
 - ``background``: the same in a niced, single-threaded process beside the teleop loop.
 
 torch is an optional extra (``pip install -e '.[train]'``); it is imported only when needed.

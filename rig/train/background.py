@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.train.report import EARLY_TRIALS, trials_figure
+
 POST_EVERY_S = 0.5  # progress updates at most this often (finished stages always)
 MIN_EPISODES = 2
 
@@ -56,8 +58,9 @@ class TrainStatus:
     pid: int = 0  # the training process
     report: dict[str, Any] | None = None  # the full TrainReport of the latest pass (to_dict)
     # success, the headline (the quick policy on takes with a success check)
-    success: dict[str, Any] | None = None  # {"label", "trials", "successes", "rate", "per_trial", ...}
-    success_curve: list[list[float]] | None = None  # [(takes, rate)]
+    # figures as rig.train.report.figure makes them: kind, label, successes, trials = n, rate, ci95, text
+    success: dict[str, Any] | None = None  # the fast sim estimate (EARLY_TRIALS trials: labelled early)
+    success_curve: list[dict[str, Any]] | None = None  # figures with "takes"
     success_projection: str | None = None  # "about N more takes to reach 80 %"
     confirmed: dict[str, Any] | None = None  # real-time trials through the buses, when done
     takes_that_hurt: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -73,7 +76,7 @@ def _idle(message: str) -> TrainStatus:
 class BackgroundTrainer:
     def __init__(self, dataset_path: str | os.PathLike[str], task: str | None = None, *, budget_s: float = 45,
                  nice: int = 10, seed: int = 0, curve: bool = True, target: float | None = None, threads: int = 1,
-                 fast_trials: int = 10, confirm_trials: int = 3):
+                 fast_trials: int = EARLY_TRIALS, confirm_trials: int = 3):
         """``fast_trials``: the fast sim estimate of success after each pass (takes with a success
         check); ``confirm_trials``: then as many real-time trials through the buses, in a world of
         the training process's own (niced like it; 0: none)."""
@@ -178,7 +181,7 @@ def _limit_threads(n: int) -> None:
 
 
 def _worker_main(path: str, task: str | None, budget_s: float, nice: int, seed: int, curve: bool,
-                 target: float | None, threads: int, parent: int, cmd: Any, out: Any, fast_trials: int = 10,
+                 target: float | None, threads: int, parent: int, cmd: Any, out: Any, fast_trials: int = EARLY_TRIALS,
                  confirm_trials: int = 0) -> None:
     with contextlib.suppress(OSError):
         os.nice(nice)
@@ -206,7 +209,7 @@ class _Worker:
                                         pid=os.getpid())
         self.runs = 0
         self._posted = 0.0
-        self.fast_trials = 10
+        self.fast_trials = EARLY_TRIALS
         self.confirm_trials = 0
 
     def post(self, force: bool = False, **changes: Any) -> None:
@@ -272,7 +275,7 @@ class _Worker:
                 changes["flagged"] = sorted((int(i), f"{g}: {why}") for g, d in hurt.items() for i, why in d.items())
                 changes.update(success=s, success_curve=rep.get("curve"), takes_that_hurt=hurt,
                                success_episodes=len(rep.get("episodes", [])),
-                               message=f"success {s['successes']}/{s['trials']} ({s['label']})")
+                               message=f"success {s['text']} ({s['label']})")
                 if stage == "estimated":  # the first success figure of this pass: how long after the take
                     changes["first_estimate_s"] = round((time.monotonic_ns() - t_take) / 1e9, 1) if t_take else None
             if stage == "done":
@@ -297,8 +300,7 @@ class _Worker:
                                   should_stop=self.interrupted)
             if self.interrupted():
                 return True
-            self.post(force=True, confirmed={"label": "real-time trials through the buses", "trials": res.trials,
-                                             "successes": res.successes, "rate": res.rate, "seeds": res.seeds})
+            self.post(force=True, confirmed=trials_figure("realtime", res.per_trial))
         return True
 
     def train_once(self) -> None:

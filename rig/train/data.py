@@ -16,45 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from recorder import DamagedEpisodeError, Dataset, RecorderError, align_frames_to_ticks
+from rig.config import DEFAULT_RATE_HZ
+from rig.downscale import decode_small, jpeg_size, reduction
 from rig.train import TrainError
 
 JOINTS = "joints"
 _CHUNK_GUARD = 100  # ticks before an implausible one are not used (their action chunk would reach it)
 DEFAULT_IMAGE_HW = (60, 80)  # 320x240 sim frames decode at 1/4 scale to exactly this
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-            8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def _reduction(width: int, height: int, hw: tuple[int, int]) -> int:
-    """The largest JPEG scale-down that still leaves at least the target size."""
-    for r in (8, 4, 2):
-        if width // r >= hw[1] and height // r >= hw[0]:
-            return r
-    return 1
-
-
-def decode_small(blob: bytes | np.ndarray, hw: tuple[int, int], reduction: int = 1) -> np.ndarray:
-    """JPEG bytes -> (H, W, 3) uint8 RGB at ``hw``. Training and closed-loop rollouts both use
-    this, so the policy sees the same pixels (JPEG artefacts and scaling) in both."""
-    buf = np.frombuffer(blob, np.uint8) if isinstance(blob, bytes | bytearray) else blob
-    img = cv2.imdecode(buf, _REDUCED[reduction])
-    if img is None:
-        raise TrainError("a camera frame is not a readable JPEG; check the episode with `rig inspect`")
-    if img.shape[:2] != tuple(hw):
-        img = cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def jpeg_size(blob: bytes) -> tuple[int, int]:
-    """(width, height) of a JPEG, from a full decode of one frame (once per camera)."""
-    img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise TrainError("a camera frame is not a readable JPEG; check the episode with `rig inspect`")
-    return img.shape[1], img.shape[0]
 
 
 @dataclass(frozen=True)
@@ -176,7 +147,7 @@ def load_episode(dataset: Dataset, index: int, *, cameras: Sequence[str] | None 
         raise TrainError(f"episode {index} of {dataset.path} has no readable {JOINTS!r} stream ({exc}); "
                          "discard it with `rig episodes DATASET --discard N`") from None
     cfg = attrs.get("config") or {}
-    rate = float(cfg.get("rate_hz", 50.0)) if isinstance(cfg, dict) else 50.0
+    rate = float(cfg.get("rate_hz", DEFAULT_RATE_HZ)) if isinstance(cfg, dict) else DEFAULT_RATE_HZ
     t_ns = s["t_ns"].astype(np.int64)
     keep = np.flatnonzero(t_ns > 0)
     rows, t_grid = _tick_grid(s, keep, rate)
@@ -195,7 +166,7 @@ def load_episode(dataset: Dataset, index: int, *, cameras: Sequence[str] | None 
             frame_rows[cam] = np.full(len(rows), -1, np.int64)
             continue
         w, h = jpeg_size(blobs[0])
-        r = _reduction(w, h, image_hw)
+        r = reduction(w, h, image_hw)
         if threads > 1:
             with ThreadPoolExecutor(threads) as pool:
                 imgs = list(pool.map(decode_small, blobs, [image_hw] * len(blobs), [r] * len(blobs)))

@@ -1,8 +1,9 @@
 """Fast closed-loop estimate: trials in a direct MuJoCo loop, faster than real time.
 
 No emulated buses, no world process, no real-time pacing: the policy's targets go straight to
-the scene's actuators with the same clamps as the rig's loop (joint limits, the per-tick step
-limit), the locating camera is rendered and takes the same JPEG round trip, physics steps as
+the scene's actuators through the rig's loop's own shaping (:func:`rig.shaping.shape_target`:
+joint limits, the per-tick step limit), at the rig's rate, for the rig's followers and cameras
+(all from its config), the locating camera is rendered and takes the same JPEG round trip, physics steps as
 fast as the CPU allows. A trial of 20 s takes a few seconds, so a first success figure reaches
 the collector soon after a take is kept. It is labelled "fast sim estimate" everywhere: the
 real-time trials through the buses (``rollout.evaluate_in_sim``) confirm it.
@@ -16,7 +17,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-LABEL = "fast sim estimate"
+from rig.train.stats import KIND_LABELS
+
+LABEL = KIND_LABELS["fastsim"]
 CAMERA_FPS = 15.0
 
 
@@ -47,17 +50,18 @@ def replay_takes(task: str, takes: list[tuple[int, int, np.ndarray, np.ndarray]]
 
 
 class _Replay:
-    def __init__(self, k: int, n: int, start_q: np.ndarray, action: np.ndarray):
+    def __init__(self, k: int, n: int, start_q: np.ndarray, action: np.ndarray, rate_hz: float):
         from rig.train.data import action_chunks
         from rig.train.model import PolicyConfig
 
         self.cfg = PolicyConfig(n=n, k=k, cameras=(), image_hw=(60, 80))
         self.start_q = start_q
         self.chunks = action_chunks(action, k)
+        self.rate_hz = rate_hz
         self.clock = None
 
     def predict_chunk(self, images, q, dq):
-        return self.chunks[min(int(round(self.clock() * 50.0)), len(self.chunks) - 1)]
+        return self.chunks[min(int(round(self.clock() * self.rate_hz)), len(self.chunks) - 1)]
 
 
 def _replay(task: str, takes: list, config: str) -> dict[int, bool]:
@@ -67,7 +71,7 @@ def _replay(task: str, takes: list, config: str) -> dict[int, bool]:
     clock = [0.0]
     out = {}
     for index, seed, start_q, action in takes:
-        p = _Replay(20, action.shape[1], start_q, action)
+        p = _Replay(20, action.shape[1], start_q, action, cfg.rate_hz)
         p.clock = lambda: clock[0]
         out[index] = _trial(p, cfg, task, seed, len(action) / cfg.rate_hz + 1.0, clock).success
     return out
@@ -104,6 +108,7 @@ def _run(state: dict, task: str, seeds: list[int], seconds: float, config: str) 
 def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[float]) -> FastTrial:
     import mujoco
 
+    from rig.shaping import TargetLimits, shape_target
     from rig.sim.hardware import (
         FOLLOWER_GRIPPER_CLOSED_TICKS,
         FOLLOWER_GRIPPER_OPEN_TICKS,
@@ -112,9 +117,10 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
         ticks_from_angle,
     )
     from rig.sim.reference import capture_reference_here, finger_from_normalized, pose_scene
-    from rig.sim.scene import SIDES, SimScene
+    from rig.sim.scene import SimScene
     from rig.sim.world import FINGER_DRAD_DM
     from rig.sources import PolicySource
+    from rig.train.rollout import camera_specs
 
     scene = _trial.scenes.get(task) if hasattr(_trial, "scenes") else None
     if scene is None:
@@ -123,14 +129,16 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     m, d = scene.model, scene.data
     period = 1.0 / cfg.rate_hz
     sub = max(1, int(round(period / m.opt.timestep)))
-    lower = np.concatenate([_limits(a)[0] for a in cfg.followers])
-    upper = np.concatenate([_limits(a)[1] for a in cfg.followers])
-    max_step = np.concatenate([[cfg.safety.max_step_rad] * len(a.joints) + ([cfg.safety.max_gripper_step] if a.gripper
-                                                                              else []) for a in cfg.followers])
+    limits = TargetLimits.of(cfg.followers, cfg.safety)
+    # each follower's values in the rig's state vector: its joints, then its gripper (as the loop has them)
+    rows, at = [], 0
+    for a in cfg.followers:
+        rows.append((a.side, slice(at, at + len(a.joints)), at + len(a.joints) if a.gripper is not None else None))
+        at += a.n_values
+    n = at
     cams = list(policy.cfg.cameras)
     hw = tuple(policy.cfg.image_hw)
-    specs = {c.name: c.options for c in cfg.cameras}
-    size = {c: (int(specs.get(c, {}).get("width", 320)), int(specs.get(c, {}).get("height", 240))) for c in cams}
+    size = {c.name: (c.width, c.height) for c in camera_specs(cfg, cams)}
     if getattr(policy, "needs_reference", False) and policy.reference is None:
         w, h = size[cams[0]]
         policy.reference = capture_reference_here(task, cams[0], w, h, hw, policy.start_q)
@@ -146,9 +154,9 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     views = [_RenderedCamera(c, *size[c], renderers[c], d) for c in cams]
 
     def set_goal(target: np.ndarray) -> None:
-        for k, side in enumerate(SIDES):
-            row = target[7 * k: 7 * k + 7]
-            scene.set_arm_goal(side, row[:6], finger_from_normalized(row[6]))
+        for side, arm, grip in rows:
+            finger = finger_from_normalized(target[grip]) if grip is not None else None
+            scene.set_arm_goal(side, target[arm], finger)
 
     span = FOLLOWER_GRIPPER_OPEN_TICKS - FOLLOWER_GRIPPER_CLOSED_TICKS
 
@@ -158,12 +166,14 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
         return np.rint(np.asarray(rad_s) / VELOCITY_UNIT_RAD_S) * VELOCITY_UNIT_RAD_S
 
     def read() -> tuple[np.ndarray, np.ndarray]:
-        q, dq = np.zeros(14), np.zeros(14)
-        for k, side in enumerate(SIDES):
+        q, dq = np.zeros(n), np.zeros(n)
+        for side, arm, grip in rows:
             a, v = scene.arm_qpos(side), scene.arm_qvel(side)
-            q[7 * k: 7 * k + 6], dq[7 * k: 7 * k + 6] = a[:6], bus_velocity(v[:6])
-            q[7 * k + 6] = (ticks_from_angle(follower_gripper_from_finger(a[6])) - FOLLOWER_GRIPPER_CLOSED_TICKS) / span
-            dq[7 * k + 6] = bus_velocity(v[6] * FINGER_DRAD_DM) * 4096 / (2 * np.pi) / span
+            j = arm.stop - arm.start
+            q[arm], dq[arm] = a[:j], bus_velocity(v[:j])
+            if grip is not None:
+                q[grip] = (ticks_from_angle(follower_gripper_from_finger(a[-1])) - FOLLOWER_GRIPPER_CLOSED_TICKS) / span
+                dq[grip] = bus_velocity(v[-1] * FINGER_DRAD_DM) * 4096 / (2 * np.pi) / span
         return q, dq
 
     scene.reset(seed)
@@ -175,20 +185,21 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     sim_clock[0] = 0.0
     # The rig's own policy source schedules the chunks (a new one every ``execute`` ticks, or
     # ACT's ensembling), as in the real-time trials and on the arms: one mechanism, not a copy.
-    loop = _Followers(len(lower))
+    loop = _Followers(n)
     source = PolicySource(policy, views)
     source.begin(loop, 0)
     if hasattr(policy, "reset"):
         policy.reset(seed)
-    target = np.clip(read()[0], lower, upper)
+    target = np.clip(read()[0], limits.lower, limits.upper)
+    want = np.zeros(n)
     t_ok = None
     n_ticks = int(seconds / period)
     poll = max(1, int(round(0.25 / period)))
     for tick in range(n_ticks):
         sim_clock[0] = tick * period
         loop.follower_q, loop.follower_dq = (v.astype(np.float32) for v in read())
-        want = np.clip(source.target(loop, tick), lower, upper)
-        target += np.clip(want - target, -max_step, max_step)
+        want[:] = source.target(loop, tick)
+        shape_target(want, target, limits.lower, limits.upper, limits.max_step)  # the tick's own clamps
         set_goal(target)
         scene.step(sub)
         if tick % poll == 0 and scene.success():
@@ -223,12 +234,3 @@ class _RenderedCamera:
         self._renderer.update_scene(self._data, camera=self.name)
         self._index += 1
         return SimpleNamespace(index=self._index, encoding="rgb8", data=self._renderer.render())
-
-
-def _limits(arm) -> tuple[np.ndarray, np.ndarray]:
-    lo = [j.lower if j.lower is not None else -np.inf for j in arm.joints]
-    hi = [j.upper if j.upper is not None else np.inf for j in arm.joints]
-    if arm.gripper is not None:
-        lo.append(0.0)
-        hi.append(1.0)
-    return np.array(lo), np.array(hi)

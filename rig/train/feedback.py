@@ -1,4 +1,5 @@
-"""Feedback a collector can act on: per-episode checks and scores, the learning-curve trend.
+"""Feedback a collector can act on: per-episode checks and scores (the curve, its trend and the
+projection are the report's: :mod:`rig.train.report`).
 
 Per-episode flags combine what the model says with checks that name a cause:
 - the model cannot explain the episode: its action error is far above the typical episode's;
@@ -235,54 +236,3 @@ def score_episodes(episodes: Sequence[EpisodeData], split: dict[int, str],
                              f"{s.split} episode)")
         scores.append(s)
     return scores
-
-
-# ---- learning curve -------------------------------------------------------------------------------
-
-@dataclass
-class Trend:
-    """err(n) = a * n^-b fitted on the learning curve (log-log least squares)."""
-
-    a: float
-    b: float
-
-    def __call__(self, n: float) -> float:
-        return self.a * n ** -self.b
-
-    def episodes_for(self, target: float) -> float:
-        if self.b <= 0:
-            return math.inf
-        return (target / self.a) ** (-1.0 / self.b)
-
-
-def fit_trend(curve: Sequence[tuple[int, float]]) -> Trend | None:
-    pts = [(n, e) for n, e in curve if n > 0 and e > 0 and math.isfinite(e)]
-    if len({n for n, _ in pts}) < 2:
-        return None
-    x = np.log([n for n, _ in pts])
-    y = np.log([e for _, e in pts])
-    slope, icpt = np.polyfit(x, y, 1)
-    return Trend(float(math.exp(icpt)), float(-slope))
-
-
-def projection(trend: Trend | None, n_train: int, current: float, target: float | None, unit: str = "deg",
-               val_fraction: float = 0.2) -> tuple[str, float | None]:
-    """A sentence for the collector, and the number of more episodes (None: not projectable).
-
-    The curve counts training episodes; the count asked of the collector includes the share that
-    validation holds out."""
-    if trend is None:
-        return "not enough episodes for a trend yet (it needs two training-set sizes)", None
-    goal = target if target is not None else current / 2
-    what = f"{goal:.2f} {unit}" if target is not None else f"half the present error ({goal:.2f} {unit})"
-    if current <= goal:
-        return f"target reached: {current:.2f} {unit} <= {goal:.2f} {unit}", 0.0
-    if trend.b < 0.02:
-        return (f"the error is not falling as episodes are added (trend n^-{max(trend.b, 0):.2f}): more of the "
-                "same will not reach " + what + "; look at the flagged episodes, vary the demonstrations"), None
-    need = trend.episodes_for(goal) / max(1e-6, 1 - val_fraction)
-    have = n_train / max(1e-6, 1 - val_fraction)
-    more = max(1.0, math.ceil(need - have - 1e-6))
-    if more > 1000:
-        return f"more than 1000 more episodes to reach {what} at this trend (n^-{trend.b:.2f})", more
-    return f"about {int(more)} more episodes to reach {what} (trend n^-{trend.b:.2f})", more

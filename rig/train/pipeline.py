@@ -4,8 +4,10 @@ Stages, each reported as soon as it is done (the first feedback does not wait fo
 1. load the kept episodes (decoded once, cached), split them into train / held-out episodes;
 2. train on the training episodes; per-joint validation error on the held-out ones;
 3. score every episode and flag the ones the model cannot explain, with reasons;
-4. learning curve: real sub-trainings on 25/50/75 % of the training episodes (same step count
-   as the full run), validated on the same held-out episodes; a fitted trend and a projection.
+4. learning curve: real sub-trainings on a share of the training episodes (the report's
+   CURVE_FRACTIONS, same step count as the full run), validated on the same held-out episodes; a
+   fitted trend and a projection (:mod:`rig.train.report`, shared with the quick policy).
+The report's text and success figures are the one report's (:func:`rig.train.report.summary_lines`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from rig.train.data import EpisodeCache, EpisodeData, build_samples
-from rig.train.feedback import EpisodeScore, fit_trend, projection, score_episodes
+from rig.train.feedback import EpisodeScore, score_episodes
+from rig.train.report import curve_sizes, error_projection, fit_trend, summary_lines
 from rig.train.trainer import Evaluation, TrainConfig, TrainedPolicy, evaluate, split_episodes, train_policy
 
-CURVE_FRACTIONS = (0.25, 0.5, 0.75)
 SCORE_EVERY = 8  # training episodes are scored on every 8th tick (a prediction pass costs time)
 
 
@@ -47,7 +49,8 @@ class TrainReport:
     projection: str | None = None
     more_episodes: float | None = None
     target: float | None = None
-    success: dict[str, Any] | None = None
+    success: dict[str, Any] | None = None  # real-time trials (a figure: rig.train.report.figure)
+    demonstrations: dict[str, Any] | None = None  # the scripted demonstrations through the same trials
     timings: dict[str, float] = field(default_factory=dict)
     stage: str = ""
 
@@ -57,41 +60,9 @@ class TrainReport:
             d["more_episodes"] = None
         return d
 
-    # ---- text for people ----------------------------------------------------------------------
     def summary_lines(self) -> list[str]:
-        out = [f"dataset {self.dataset}: {len(self.episodes)} kept episodes; trained on {len(self.train_episodes)}, "
-               f"validated on held-out episodes {self.val_episodes} ({self.steps} steps, {self.device})"]
-        v = self.val
-        if v:
-            out.append(f"validation action error: arm joints {v['joint_error']:.2f} deg, grippers "
-                       f"{v['gripper_error']:.1f} %  (predicting the mean action: {v['baseline_joint_error']:.2f} deg; "
-                       f"holding still: {v['hold_joint_error']:.2f} deg)")
-            out.append(f"loss {v['loss']:.3f} vs {v['mean_action_loss']:.3f} for the mean action")
-            width = max(len(k) for k in v["per_joint"])
-            out.append("per joint:")
-            for k, e in v["per_joint"].items():
-                out.append(f"  {k:<{width}}  {e:7.2f}   (mean action {v['mean_action'][k]:7.2f})")
-        if self.flagged:
-            out.append("flagged episodes (likely bad demonstrations):")
-            out += [f"  episode {i}: {r}" for i, r in self.flagged]
-        elif self.scores:
-            out.append("no episode flagged")
-        if self.learning_curve:
-            pts = ", ".join(f"{n} ep: {e:.2f}" for n, e in self.learning_curve)
-            out.append(f"learning curve (val joint error, deg): {pts}")
-        if self.projection:
-            out.append(f"projection: {self.projection}")
-        if self.success:
-            s = self.success
-            out.append(f"closed-loop success in the simulated world: {s['successes']}/{s['trials']} "
-                       f"({100 * s['rate']:.0f} %), seeds {s['seeds'][0]}..{s['seeds'][-1]}")
-            d = s.get("demonstrations")
-            if d:
-                out.append(f"  the scripted demonstrations through the same trials: {d['successes']}/{d['trials']} "
-                           "(what right actions score)")
-        if self.timings:
-            out.append("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
-        return out
+        """The one report's text (rig.train.report.summary_lines)."""
+        return summary_lines(self.to_dict())
 
 
 ProgressFn = Callable[[str, float, TrainReport], None]
@@ -105,10 +76,6 @@ def _eval_dict(ev: Evaluation) -> dict[str, Any]:
 
 def _mean_action(episodes: list[EpisodeData]) -> np.ndarray:
     return np.concatenate([e.action for e in episodes]).mean(0)
-
-
-def curve_sizes(n_train: int, fractions=CURVE_FRACTIONS) -> list[int]:
-    return sorted({max(1, round(f * n_train)) for f in fractions} - {n_train})
 
 
 def run_pipeline(dataset: str | Path, task: str | None = None, cfg: TrainConfig | None = None, *,
@@ -186,9 +153,9 @@ def run_pipeline(dataset: str | Path, task: str | None = None, cfg: TrainConfig 
             points.append((len(train_idx), round(ev.joint_error, 4)))
         report.learning_curve = points
         trend = fit_trend(points)
-        report.trend = None if trend is None else {"a": trend.a, "b": trend.b}
-        report.projection, report.more_episodes = projection(trend, len(train_idx), ev.joint_error, target,
-                                                             val_fraction=cfg.val_fraction)
+        report.trend = None if trend is None else {"a": trend.a, "b": trend.b, "link": trend.link}
+        report.projection, report.more_episodes = error_projection(trend, len(train_idx), ev.joint_error, target,
+                                                                   val_fraction=cfg.val_fraction)
         report.timings["curve_s"] = round(time.monotonic() - t2, 2)
     report.timings["total_s"] = round(time.monotonic() - t0, 2)
     tell("done", 1.0)

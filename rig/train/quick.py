@@ -26,17 +26,19 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from rig.config import DEFAULT_RATE_HZ as RATE_HZ  # one action of a chunk per tick
+from rig.downscale import decode_small, jpeg_size, reduction
 from rig.train import TrainError, require_torch
-from rig.train.data import JOINTS, EpisodeData, JointInfo, _reduction, action_chunks, decode_small, jpeg_size
+from rig.train.data import JOINTS, EpisodeData, JointInfo, action_chunks
 from rig.train.locate import Locator, median_reference
 from rig.train.model import PolicyConfig
+from rig.train.steps import StepPlan, pick_device, run_steps, seeded
 
 torch = require_torch()
 nn = torch.nn
 
 PHASE_CLIP_S = 4.0  # times since a gripper event saturate here: only the first seconds matter
 TRIAL_S = 20.0  # time since start is scaled by this
-RATE_HZ = 50.0  # the rig's control rate: one action of a chunk per tick
 LOCATE_HW = (240, 320)  # the locating camera at full size: a 4 cm cube is ~6 px wide there
 OBJECTS = {"transfer_cube": ("box",), "insertion": ("peg", "socket")}
 
@@ -122,10 +124,16 @@ class QuickEpisode:
     first_frame: np.ndarray | None  # (H, W, 3) of the locating camera at the take's start
     joints: JointInfo
     task: str = ""
+    rate_hz: float = RATE_HZ
 
     @property
     def ticks(self) -> int:
         return len(self.q)
+
+    def as_episode(self) -> EpisodeData:
+        """The take as training data without frames (the shared checks and the start pose read it)."""
+        return EpisodeData(self.index, self.task, self.seed, self.success, self.rate_hz, self.q, self.dq, self.action,
+                           self.t_s, {}, {}, self.joints)
 
 
 def load_quick_episodes(path, task: str | None, camera: str = "top", hw: tuple[int, int] = LOCATE_HW,
@@ -149,8 +157,8 @@ def load_quick_episodes(path, task: str | None, camera: str = "top", hw: tuple[i
             if not blobs:
                 raise TrainError(f"episode {i} has no frame of camera {camera!r}; discard it or record again")
             w, h = jpeg_size(blobs[0])
-            first = decode_small(blobs[0], hw, _reduction(w, h, hw))
-        out.append(QuickEpisode(i, e.seed, e.success, e.q, e.dq, e.action, e.t_s, first, e.joints, e.task))
+            first = decode_small(blobs[0], hw, reduction(w, h, hw))
+        out.append(QuickEpisode(i, e.seed, e.success, e.q, e.dq, e.action, e.t_s, first, e.joints, e.task, e.rate_hz))
     return out
 
 
@@ -485,7 +493,7 @@ def train_quick(eps: Sequence[QuickEpisode], task: str, cfg: QuickConfig, *, ref
 
 
 def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) -> QuickPolicy:
-    from rig.train.trainer import _lr_at, pick_device, start_pose
+    from rig.train.trainer import start_pose
 
     t0 = time.monotonic()
     device = pick_device(cfg.device)
@@ -524,80 +532,67 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
     y_arm = T(((off - stats.d_mean) / stats.d_std).astype(np.float32)).to(device)
     y_cls = T(cls.astype(np.int64)).to(device)
     q_mean, q_std = T(stats.q_mean).to(device), T(stats.q_std).to(device)
-    torch.manual_seed(cfg.seed)
+    rng = seeded(cfg.seed)
     net = _make_net(cfg, joints, stats).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     avg = copy.deepcopy(net) if cfg.ema > 0 else None
     avg_p = list(avg.parameters()) if avg is not None else []
     net_p = list(net.parameters())
-    rng = np.random.default_rng(cfg.seed)
     n = len(q)
 
-    def step(lr: float, s: int = 0) -> float:
-        idx = T(rng.integers(0, n, cfg.batch)).to(device)
-        rest = torch.cat([x_dq[idx], x_obj[idx], x_phase[idx]], 1)
-        xs = []
-        for _ in range(cfg.members):  # the copycat guard: the state is not exact (a draw per member)
-            qb = x_q[idx] + torch.randn_like(x_q[idx]) * cfg.q_noise
-            xs.append(torch.cat([(qb - q_mean) / q_std, rest], 1))
-        outs = net.each(xs) if cfg.members > 1 else [net(xs[0])]
-        loss = 0.0
-        for arm, grip in outs:
-            loss = loss + torch.nn.functional.l1_loss(arm, y_arm[idx])
-            if not regress:
-                loss = loss + torch.nn.functional.cross_entropy(grip.reshape(-1, cfg.levels), y_cls[idx].reshape(-1))
-        loss = loss / cfg.members
-        for pg in opt.param_groups:
-            pg["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if avg is not None:  # the decay grows with the steps: a short run is not held at its start
-            with torch.no_grad():
-                torch._foreach_lerp_(avg_p, net_p, 1.0 - min(cfg.ema, (1 + s) / (10 + s)))
-        return float(loss.detach())
+    class Steps:  # the quick recipe's step for the one step loop (rig.train.steps)
+        def step(self, lr: float, s: int) -> float:
+            idx = T(rng.integers(0, n, cfg.batch)).to(device)
+            rest = torch.cat([x_dq[idx], x_obj[idx], x_phase[idx]], 1)
+            xs = []
+            for _ in range(cfg.members):  # the copycat guard: the state is not exact (a draw per member)
+                qb = x_q[idx] + torch.randn_like(x_q[idx]) * cfg.q_noise
+                xs.append(torch.cat([(qb - q_mean) / q_std, rest], 1))
+            outs = net.each(xs) if cfg.members > 1 else [net(xs[0])]
+            loss = 0.0
+            for arm, grip in outs:
+                loss = loss + torch.nn.functional.l1_loss(arm, y_arm[idx])
+                if not regress:
+                    loss = loss + torch.nn.functional.cross_entropy(grip.reshape(-1, cfg.levels), y_cls[idx].reshape(-1))
+            loss = loss / cfg.members
+            for pg in opt.param_groups:
+                pg["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if avg is not None:  # the decay grows with the steps: a short run is not held at its start
+                with torch.no_grad():
+                    torch._foreach_lerp_(avg_p, net_p, 1.0 - min(cfg.ema, (1 + s) / (10 + s)))
+            return float(loss.detach())
 
-    steps = cfg.steps
-    if steps is None:  # time the machine as it is now, on a copy, then run a seeded count
-        saved = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()), rng.bit_generator.state
-        step(cfg.lr)
-        tp = time.monotonic()
-        for _ in range(10):
-            step(cfg.lr)
-        per = (time.monotonic() - tp) / 10
-        net.load_state_dict(saved[0])
-        opt.load_state_dict(saved[1])
-        rng.bit_generator.state = saved[2]
-        if avg is not None:
-            avg.load_state_dict(saved[0])
-        steps = int(max(50, min(cfg.max_steps, (cfg.budget_s - (time.monotonic() - t0)) / max(per, 1e-5))))
-    losses: list[tuple[int, float]] = []
-    ema = None
-    done = 0
-    # a ceiling: a machine that got slower (time budget) or too slow for the step count
-    deadline = t0 + (cfg.budget_s if cfg.steps is not None else 1.3 * cfg.budget_s)
-    marks = sorted(snapshots_s)
+        def save(self):
+            return copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()), rng.bit_generator.state
+
+        def restore(self, saved) -> None:
+            net.load_state_dict(saved[0])
+            opt.load_state_dict(saved[1])
+            rng.bit_generator.state = saved[2]
+            if avg is not None:
+                avg.load_state_dict(saved[0])
+
     snaps: list[tuple[float, int, dict]] = []
-    for s in range(steps):
-        if (should_stop is not None and should_stop()) or (deadline is not None and time.monotonic() > deadline):
-            break
-        while marks and time.monotonic() - t0 >= marks[0]:
-            snaps.append((marks.pop(0), s, {k: v.detach().clone().cpu()
-                                            for k, v in (avg if avg is not None else net).state_dict().items()}))
-        loss = step(_lr_at(s, steps, cfg.lr), s)  # the visuomotor trainer's warm-up and cosine schedule
-        ema = loss if ema is None else 0.98 * ema + 0.02 * loss
-        done = s + 1
-        if s % max(1, steps // 50) == 0 or done == steps:
-            losses.append((done, round(ema, 5)))
-            if progress is not None:
-                progress(done / steps)
+
+    def snapshot(mark: float, s: int) -> None:
+        snaps.append((mark, s, {k: v.detach().clone().cpu() for k, v in (avg if avg is not None else net).state_dict().items()}))
+
+    # a ceiling: a machine that got slower (time budget) or too slow for the step count
+    plan = StepPlan(lr=cfg.lr, steps=cfg.steps, budget_s=cfg.budget_s, max_steps=cfg.max_steps, min_steps=50,
+                    probe_steps=10, loss_decay=0.98,
+                    ceiling_s=cfg.budget_s if cfg.steps is not None else 1.3 * cfg.budget_s)
+    res = run_steps(Steps(), plan, t0=t0, progress=progress, should_stop=should_stop, marks_s=snapshots_s,
+                    on_mark=snapshot)
+    done, losses = res.steps, res.losses
     if avg is not None:
         net = avg
     net.eval().cpu()
     pcfg = PolicyConfig(n=len(g), k=cfg.k, cameras=() if cfg.privileged else (cfg.camera,),
                         image_hw=LOCATE_HW)
-    starts = [EpisodeData(e.index, e.task, e.seed, e.success, 50.0, e.q, e.dq, e.action, e.t_s, {}, {}, e.joints)
-              for e in eps]
+    starts = [e.as_episode() for e in eps]
     policy = QuickPolicy(net, stats, cfg, pcfg, joints, task, start_pose(starts), done, time.monotonic() - t0,
                          sorted(e.index for e in eps), losses, reference=reference)
     policy.locator_info = {k: v for k, v in loc_info.items() if isinstance(v, str | list)}

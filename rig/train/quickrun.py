@@ -5,12 +5,14 @@ One pass over a dataset:
    and train on the rest (the report says which and why);
 2. train the quick policy (:mod:`rig.train.quick`) within the budget;
 3. a first success figure from fast trials in a direct MuJoCo loop, labelled "fast sim estimate",
-   on seeds no take used;
-4. the success-versus-takes curve (the same recipe on the first 25 / 50 % of the takes) and its
-   projection, "about N more takes to reach 80 %";
+   on seeds no take used (FAST_TRIALS by default: an interval within ±15 points);
+4. the success-versus-takes curve (the same recipe on the report's CURVE_FRACTIONS of the takes)
+   and its projection, "about N more takes to reach 80 %", or why the intervals are too wide;
 5. optional: the privileged ceiling (true object positions, labelled), the effect of leaving each
    group of takes out, and real-time trials through the emulated buses (``evaluate_in_sim``).
 Loss and per-joint errors stay as secondary lines, beside "holding still" and "the mean action".
+Every success figure carries its trial count and 95 % interval; the report's shape and text are
+the one report's (:mod:`rig.train.report`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from rig.train import TrainError
-from rig.train.fastsim import LABEL as FAST_LABEL
 from rig.train.fastsim import fast_trials
 from rig.train.feedback import IDLE_S, idle_stretches, retried_grasps
 from rig.train.quick import (
@@ -37,9 +38,18 @@ from rig.train.quick import (
     quick_errors,
     train_quick,
 )
+from rig.train.report import (
+    CURVE_FRACTIONS,
+    FAST_TRIALS,
+    TARGET_RATE,
+    curve_point,
+    curve_sizes,
+    project_curve,
+    summary_lines,
+    trials_figure,
+)
+from rig.train.stats import KIND_LABELS
 
-TARGET_RATE = 0.8
-CURVE_FRACTIONS = (0.25, 0.5)
 GROUPS = ("retried grasp", "failure", "idle", "outlier")
 ProgressFn = Callable[[str, float, dict], None]
 
@@ -47,7 +57,7 @@ ProgressFn = Callable[[str, float, dict], None]
 @dataclass
 class QuickRunConfig:
     quick: QuickConfig = field(default_factory=QuickConfig)
-    fast_trials: int = 10  # trials of the fast estimate (0: none)
+    fast_trials: int = FAST_TRIALS  # trials of the fast estimate (0: none); each costs about 1.3 s
     seed0: int = 1000  # world seed of the first trial (the takes' seeds are 0...)
     trial_s: float = 20.0
     curve: bool = True
@@ -66,7 +76,7 @@ def takes_that_hurt(eps: list[QuickEpisode]) -> dict[str, dict[int, str]]:
     for e in eps:
         if e.success is False:
             out["failure"][e.index] = "the task was not done at the end of the take (the world's success check)"
-        idle = idle_stretches(_as_episode(e), IDLE_S)
+        idle = idle_stretches(e.as_episode(), IDLE_S)
         if idle:
             t0, t1 = idle[0]
             out["idle"][e.index] = f"idle for {t1 - t0:.1f} s mid-take (t={t0:.1f}-{t1:.1f} s)"
@@ -100,50 +110,15 @@ def judge_takes(eps: list[QuickEpisode], sim_task: str | None) -> tuple[dict[str
     return hurt, done
 
 
-def _as_episode(e: QuickEpisode):
-    from rig.train.data import EpisodeData
-
-    return EpisodeData(e.index, e.task, e.seed, e.success, 50.0, e.q, e.dq, e.action, e.t_s, {}, {}, e.joints)
-
-
-def fit_success_curve(points: list[tuple[int, float]]) -> tuple[float, float] | None:
-    """logit(rate) = a + b * log(takes), least squares on rates kept off 0 and 1."""
-    pts = [(n, r) for n, r in points if n > 0]
-    if len({n for n, _ in pts}) < 2:
-        return None
-    x = np.log([n for n, _ in pts])
-    r = np.clip([r for _, r in pts], 0.03, 0.97)
-    y = np.log(r / (1 - r))
-    b, a = np.polyfit(x, y, 1)
-    return float(a), float(b)
+def fast_label(trials: int) -> str:
+    """The fast estimate's label: "early" below FAST_TRIALS trials (the app's first estimate after a
+    take; its interval is wide, and the figure's n and interval say how wide)."""
+    return KIND_LABELS["fastsim"] + (f" (early: {trials} trials)" if trials < FAST_TRIALS else "")
 
 
-def success_projection(points: list[tuple[int, float]], have: int, target: float = TARGET_RATE) -> tuple[str, float | None]:
-    """A sentence and the number of more takes (None when the trend cannot say)."""
-    if not points:
-        return "no success measured yet", None
-    rate = points[-1][1]
-    if rate >= target:
-        return f"target reached: {100 * rate:.0f} % >= {100 * target:.0f} %", 0.0
-    fit = fit_success_curve(points)
-    if fit is None:
-        return f"one point so far ({100 * rate:.0f} % with {have} takes): the trend needs two", None
-    a, b = fit
-    if b <= 0.05:
-        return (f"success is not rising with more takes ({', '.join(f'{n}: {100 * r:.0f} %' for n, r in points)}): "
-                "more of the same will not reach " f"{100 * target:.0f} %; look at the takes that hurt"), None
-    need = math.exp((math.log(target / (1 - target)) - a) / b)
-    more = max(1.0, math.ceil(need - have))
-    if more > 1000:
-        return f"more than 1000 more takes to reach {100 * target:.0f} % at this trend", more
-    return f"about {int(more)} more takes to reach {100 * target:.0f} % (trend from {len(points)} points)", more
-
-
-def _trials_dict(rows, label: str) -> dict[str, Any]:
-    ok = sum(r.success for r in rows)
-    return {"label": label, "trials": len(rows), "successes": ok, "rate": ok / max(1, len(rows)),
-            "seeds": [r.seed for r in rows],
-            "per_trial": [{"seed": r.seed, "success": bool(r.success), "t_success_s": r.t_success_s} for r in rows]}
+def _brief(fig: dict[str, Any]) -> dict[str, Any]:
+    """A figure without its per-trial rows (the leave-out comparisons)."""
+    return {k: v for k, v in fig.items() if k != "per_trial"}
 
 
 def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, reference=None,
@@ -208,31 +183,32 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
     seeds = list(range(rc.seed0, rc.seed0 + rc.fast_trials))
     if rc.fast_trials and sim_task is not None:
         t1 = time.monotonic()
-        rep["success"] = _trials_dict(fast_trials(policy.state(), sim_task, seeds, rc.trial_s), FAST_LABEL)
+        rep["success"] = trials_figure("fastsim", fast_trials(policy.state(), sim_task, seeds, rc.trial_s),
+                                       label=fast_label(rc.fast_trials))
         rep["timings"]["fast_trials_s"] = round(time.monotonic() - t1, 1)
-        rep["curve"] = [[len(train_eps), rep["success"]["rate"]]]
+        rep["curve"] = [curve_point(len(train_eps), rep["success"])]
         tell("estimated", 0.6)
 
     def sub_rate(sub: list[QuickEpisode], cfg: QuickConfig) -> tuple[dict, QuickPolicy]:
         p = train_quick(sub, sim_task or "", cfg, reference=reference, should_stop=should_stop)
-        return _trials_dict(fast_trials(p.state(), sim_task, seeds, rc.trial_s), FAST_LABEL), p
+        return trials_figure("fastsim", fast_trials(p.state(), sim_task, seeds, rc.trial_s),
+                             label=fast_label(rc.fast_trials)), p
 
     fixed = dataclasses.replace(qc, steps=policy.steps)  # the same recipe and step count at every size
     held = None
     if rc.curve and sim_task is not None and rc.fast_trials:
-        sizes = sorted({max(2, round(f * len(train_eps))) for f in CURVE_FRACTIONS} - {len(train_eps)})
+        sizes = curve_sizes(len(train_eps), CURVE_FRACTIONS, least=2)
         pts = []
         for r, n in enumerate(sizes):
             if should_stop is not None and should_stop():
                 return rep, policy
             res, p = sub_rate(train_eps[:n], fixed)  # takes in recording order: the curve replays collection
-            pts.append([n, res["rate"]])
+            pts.append(curve_point(n, res))
             held = (p, train_eps[n:])
             tell("success curve", 0.6 + 0.3 * (r + 1) / len(sizes))
         rep["curve"] = pts + rep.get("curve", [])
     if "curve" in rep:
-        rep["projection"], rep["more_takes"] = success_projection([(int(n), r) for n, r in rep["curve"]],
-                                                                  len(train_eps), rc.target)
+        rep["projection"], rep["more_takes"] = project_curve(rep["curve"], len(train_eps), rc.target)
         rep["target"] = rc.target
     # secondary: action errors on takes the scoring model never saw (the largest curve point's)
     if held is not None and held[1]:
@@ -242,16 +218,16 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
     if rc.ceiling and sim_task is not None and rc.fast_trials:
         res, _ = sub_rate(train_eps, dataclasses.replace(fixed, privileged=True))
         rep["ceiling"] = {**res, "label": "privileged ceiling: the same policy given the true object positions "
-                                          f"({FAST_LABEL})"}
+                                          f"({res['label']})"}
     if rc.leave_out and sim_task is not None and rc.fast_trials:
         base, _ = sub_rate(eps, fixed)
-        out = {"all takes": {"takes": len(eps), "rate": base["rate"]}}
+        out = {"all takes": {"takes": len(eps), **_brief(base)}}
         for g in GROUPS:
             if hurt[g]:
                 rest = [e for e in eps if e.index not in hurt[g]]
                 if len(rest) >= 2:
                     res, _ = sub_rate(rest, fixed)
-                    out[f"without {g}"] = {"takes": len(rest), "left_out": sorted(hurt[g]), "rate": res["rate"],
+                    out[f"without {g}"] = {"takes": len(rest), "left_out": sorted(hurt[g]), **_brief(res),
                                            "change": round(res["rate"] - base["rate"], 3)}
         rep["leave_out"] = out
     rep["timings"]["total_s"] = round(time.monotonic() - t0, 1)
@@ -259,50 +235,4 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
     return rep, policy
 
 
-def summary_lines(rep: dict) -> list[str]:
-    """The report for people: success first, the rest as secondary lines."""
-    out = []
-    s = rep.get("success")
-    if s:
-        out.append(f"closed-loop success: {s['successes']}/{s['trials']} ({100 * s['rate']:.0f} %), {s['label']}, "
-                   f"seeds {s['seeds'][0]}..{s['seeds'][-1]} (no take used them)")
-    r = rep.get("success_realtime")
-    if r:
-        out.append(f"  real-time trials through the buses: {r['successes']}/{r['trials']} ({100 * r['rate']:.0f} %), "
-                   f"seeds {r['seeds'][0]}..{r['seeds'][-1]}")
-    d = rep.get("demonstrations")
-    if d:
-        out.append(f"  the scripted demonstrations through the same trials: {d['successes']}/{d['trials']}")
-    c = rep.get("ceiling")
-    if c:
-        out.append(f"  {c['label']}: {c['successes']}/{c['trials']} ({100 * c['rate']:.0f} %)")
-    if rep.get("curve"):
-        out.append("success vs takes: " + ", ".join(f"{n} takes {100 * r:.0f} %" for n, r in rep["curve"]))
-    if rep.get("projection"):
-        out.append(f"projection: {rep['projection']}")
-    t = rep.get("training", {})
-    out.append(f"trained on {t.get('takes')} of {len(rep['episodes'])} kept takes ({t.get('steps')} steps, "
-               f"{t.get('train_s')} s, {t.get('device')})")
-    for g, d in rep.get("takes_that_hurt", {}).items():
-        if d:
-            out.append(f"takes that hurt, {g}: {', '.join(sorted(d, key=int))}"
-                       + (" (left out)" if any(i in rep.get('left_out', {}) for i in d) else ""))
-    lo = rep.get("leave_out")
-    if lo:
-        out.append("leaving takes out: " + "; ".join(
-            f"{k} {100 * v['rate']:.0f} %" for k, v in lo.items()))
-    e = rep.get("errors")
-    if e:
-        out.append(f"action error ({e['on']}): arm joints {e['joint_error']:.2f} deg, grippers {e['gripper_error']:.1f} % "
-                   f"(holding still: {e['hold_joint_error']:.2f} deg, {e['hold_gripper_error']:.1f} %; the mean action: "
-                   f"{e['mean_action_joint_error']:.2f} deg, {e['mean_action_gripper_error']:.1f} %)")
-    if t.get("losses"):
-        out.append(f"loss {t['losses'][-1][1]:.3f} at step {t['losses'][-1][0]}")
-    loc = rep.get("locator")
-    if loc:
-        out.append(f"objects located by: {loc.get('method')}"
-                   + (f" against {loc['reference']}" if loc.get("reference") else "")
-                   + (f"; not found in takes {loc['not_found']}" if loc.get("not_found") else ""))
-    if rep.get("timings"):
-        out.append("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in rep["timings"].items()))
-    return out
+__all__ = ["GROUPS", "QuickRunConfig", "judge_takes", "run_quick", "summary_lines", "takes_that_hurt"]

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rig.sources import _ensembled  # noqa: F401  (temporal ensembling lives with the policy source)
 from rig.train import TrainError
 from rig.train.model import PolicyConfig
 from rig.train.trainer import TrainedPolicy
@@ -60,7 +59,8 @@ class RolloutResult:
         return d
 
 
-def _camera_specs(config, names):
+def camera_specs(config, names):
+    """The simulated cameras ``names`` as the rig's config sizes them (320x240 at 15 fps unless it says)."""
     from rig.sim.world import CameraSpec
 
     by_name = {c.name: c for c in config.cameras}
@@ -101,7 +101,7 @@ def _give_reference(policy, cfg, task: str) -> None:
     if getattr(policy, "needs_reference", False) and getattr(policy, "reference", None) is None:
         from rig.sim.reference import capture_reference
 
-        spec = _camera_specs(cfg, policy.cfg.cameras[:1])[0]
+        spec = camera_specs(cfg, policy.cfg.cameras[:1])[0]
         policy.reference = capture_reference(task, spec.name, spec.width, spec.height, tuple(policy.cfg.image_hw),
                                              policy.start_q)
 
@@ -129,7 +129,7 @@ def _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, prog
 
     execute, ensemble = chunk_schedule(policy, execute, ensemble)
     t_wall = time.monotonic()
-    specs = _camera_specs(cfg, policy.cfg.cameras)
+    specs = camera_specs(cfg, policy.cfg.cameras)
     world = start_world(task, seed0, cameras=specs, operator=False, ring_prefix=f"rig-eval-{os.getpid()}-")
     followers: list[Follower] = []
     cams: list[SimCamera] = []

@@ -102,8 +102,10 @@ class SuccessFigure:
                 f"(95 % CI {100 * lo:.0f}-{100 * hi:.0f} %, n={self.trials})")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the counts (``n`` is ``trials``), rate, interval, label and text."""
         lo, hi = self.interval
-        return {**asdict(self), "rate": self.rate, "ci95": [lo, hi], "label": self.label}
+        return {**asdict(self), "n": self.trials, "rate": self.rate, "ci95": [lo, hi], "label": self.label,
+                "text": self.text()}
 
 
 def best_figure(figures: list[SuccessFigure]) -> SuccessFigure | None:

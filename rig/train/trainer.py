@@ -1,16 +1,15 @@
-"""Seeded training of the quick policy, validation on held-out episodes, prediction.
+"""Seeded training of the visuomotor policy, validation on held-out episodes, prediction.
 
 Determinism: with a fixed step count, the same seed gives the same weights on the same machine
-(batch order, augmentation and initialisation all come from the seed). A time budget picks the
-step count from a short timing probe run on a throw-away copy, then trains that many steps from
-the seeded start, so ``steps`` in the result reproduces the run exactly.
+(batch order, augmentation and initialisation all come from the seed). The steps run in the one
+step loop (:mod:`rig.train.steps`): a time budget picks the step count from a short timing probe
+whose changes are undone, so ``steps`` in the result reproduces the run exactly.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 from rig.train import TrainError, require_torch
 from rig.train.data import EpisodeData, JointInfo, Samples, build_samples
 from rig.train.model import Normalizer, Policy, PolicyConfig
+from rig.train.steps import StepPlan, pick_device, run_steps, seeded
 
 torch = require_torch()
 PROBE_STEPS = 8  # timing probe length: fewer misjudge a machine whose load comes and goes
@@ -46,14 +46,6 @@ class TrainConfig:
     keypoints: int = 0  # spatial-softmax keypoints on the scene cameras (0: none)
     keypoint_cameras: tuple[str, ...] = ("top",)  # fixed views of the workspace; never shifted
     velocity: bool = True  # joint velocities as inputs
-
-
-def pick_device(name: str = "auto") -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError(f"device {name!r} asked for but torch sees no CUDA GPU; use --device cpu")
-    return name
 
 
 def split_episodes(indices: Sequence[int], seed: int, val_fraction: float = 0.2) -> tuple[list[int], list[int]]:
@@ -156,29 +148,37 @@ def _shift(imgs, dy: np.ndarray, dx: np.ndarray):
     return imgs.gather(4, cols[:, None, None, None, :].expand(-1, *imgs.shape[1:4], w)).contiguous()
 
 
-def _lr_at(step: int, total: int, base: float) -> float:
-    warm = max(1, total // 20)
-    if step < warm:
-        return base * (step + 1) / warm
-    p = (step - warm) / max(1, total - warm)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+class _VisuomotorSteps:
+    """The visuomotor recipe's step for the one step loop (:mod:`rig.train.steps`)."""
 
+    def __init__(self, model, opt, batches: _Batches, rng: np.random.Generator, cfg: TrainConfig):
+        self.model, self.opt, self.batches, self.rng, self.cfg = model, opt, batches, rng, cfg
 
-def _step(model, opt, batches: _Batches, rng: np.random.Generator, cfg: TrainConfig, lr: float) -> float:
-    n = len(batches.s)
-    idx = rng.integers(0, n, size=min(cfg.batch, n))
-    shift = None
-    if cfg.augment_px:
-        p = cfg.augment_px
-        shift = (rng.integers(-p, p + 1, len(idx)), rng.integers(-p, p + 1, len(idx)))
-    imgs, q, target = batches.get(idx, shift)
-    for g in opt.param_groups:
-        g["lr"] = lr
-    loss = torch.nn.functional.l1_loss(model(imgs, q), target)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return float(loss.detach())
+    def step(self, lr: float, s: int) -> float:
+        cfg, rng = self.cfg, self.rng
+        n = len(self.batches.s)
+        idx = rng.integers(0, n, size=min(cfg.batch, n))
+        shift = None
+        if cfg.augment_px:
+            p = cfg.augment_px
+            shift = (rng.integers(-p, p + 1, len(idx)), rng.integers(-p, p + 1, len(idx)))
+        imgs, q, target = self.batches.get(idx, shift)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        loss = torch.nn.functional.l1_loss(self.model(imgs, q), target)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def save(self):
+        return (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict()),
+                self.rng.bit_generator.state)
+
+    def restore(self, saved) -> None:
+        self.model.load_state_dict(saved[0])
+        self.opt.load_state_dict(saved[1])
+        self.rng.bit_generator.state = saved[2]
 
 
 def train_policy(episodes: Sequence[EpisodeData], cfg: TrainConfig, *, init: TrainedPolicy | None = None,
@@ -207,46 +207,19 @@ def train_policy(episodes: Sequence[EpisodeData], cfg: TrainConfig, *, init: Tra
     if cfg.keypoints and not set(cfg.keypoint_cameras) & set(pcfg.cameras):
         raise TrainError(f"keypoints asked for on cameras {list(cfg.keypoint_cameras)}, but the episodes have "
                          f"{list(pcfg.cameras)}; name a fixed camera that sees the workspace (--keypoint-cameras)")
-    torch.manual_seed(cfg.seed)
+    rng = seeded(cfg.seed)
     model = Policy(pcfg)
     if init is not None and init.cfg == pcfg:
         model.load_state_dict(init.model.state_dict())
     model.to(device).train()
     batches = _Batches(samples, norm, device, still=pcfg.keypoint_cameras if pcfg.keypoints else ())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.steps
-    if steps is None:
-        probe_model, probe_opt = copy.deepcopy(model), copy.deepcopy(opt)
-        prng = np.random.default_rng(cfg.seed + 1)
-        _step(probe_model, probe_opt, batches, prng, cfg, cfg.lr)  # warm-up (allocations, kernels)
-        tp = time.monotonic()
-        for _ in range(PROBE_STEPS):
-            _step(probe_model, probe_opt, batches, prng, cfg, cfg.lr)
-        per_step = (time.monotonic() - tp) / PROBE_STEPS
-        del probe_model, probe_opt
-        left = cfg.budget_s - (time.monotonic() - t0)
-        steps = int(max(10, min(cfg.max_steps, left / max(per_step, 1e-4))))
-    if cfg.steps is None and cfg.overrun is not None:
-        hard = t0 + cfg.budget_s * cfg.overrun
-        deadline = hard if deadline is None else min(deadline, hard)
-    rng = np.random.default_rng(cfg.seed)
-    losses: list[tuple[int, float]] = []
-    ema = None
-    stopped = False
-    done = 0
-    for step in range(steps):
-        if should_stop is not None and should_stop():
-            stopped = True
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            break  # out of time: keep what was learned
-        loss = _step(model, opt, batches, rng, cfg, _lr_at(step, steps, cfg.lr))
-        ema = loss if ema is None else 0.9 * ema + 0.1 * loss
-        done = step + 1
-        if step % max(1, steps // 50) == 0 or done == steps:
-            losses.append((done, round(ema, 5)))
-            if progress is not None:
-                progress(done / steps)
+    plan = StepPlan(lr=cfg.lr, steps=cfg.steps, budget_s=cfg.budget_s, max_steps=cfg.max_steps, min_steps=10,
+                    probe_steps=PROBE_STEPS, loss_decay=0.9,
+                    ceiling_s=cfg.budget_s * cfg.overrun if cfg.steps is None and cfg.overrun is not None else None)
+    res = run_steps(_VisuomotorSteps(model, opt, batches, rng, cfg), plan, t0=t0, progress=progress,
+                    should_stop=should_stop, deadline=deadline)
+    done, losses, stopped = res.steps, res.losses, res.stopped
     model.eval()
     return TrainedPolicy(model, norm, pcfg, episodes[0].joints, done, time.monotonic() - t0,
                          sorted(e.index for e in episodes), losses, device, stopped, start_pose(episodes))

@@ -8,6 +8,7 @@ import numpy as np
 
 from recorder.dataset import Episode
 from recorder.inspect import inspect_episode
+from rig.config import DEFAULT_RATE_HZ
 from rig.recording import JOINTS
 
 IDLE_S = 2.0  # a stretch this long with no joint moving is worth a look
@@ -74,7 +75,7 @@ def episode_quality(ep: Episode) -> Quality:
             q.skipped_ticks = s.skipped_ticks or 0
     if JOINTS in ep.streams:
         data = ep.read_stream(JOINTS)
-        rate = ep.group[f"streams/{JOINTS}"].attrs.get("rate_hz") or 50.0
+        rate = ep.group[f"streams/{JOINTS}"].attrs.get("rate_hz") or DEFAULT_RATE_HZ
         period_ns = int(1e9 / float(rate))
         if "t_end_ns" in data and "t_deadline_ns" in data and len(data["t_end_ns"]):
             late = data["t_end_ns"].astype(np.int64) - data["t_deadline_ns"].astype(np.int64)

@@ -24,16 +24,16 @@ def figures_text(st) -> Text:
     out = Text()
     s = getattr(st, "success", None)
     if s:
-        out.append(f"success {s['successes']}/{s['trials']} ({100 * s['rate']:.0f} %)", "bold")
+        out.append(f"success {s['text']}", "bold")  # n and the 95 % interval: a figure is a measurement
         out.append(f"  {s['label']}", "dim")
         if getattr(st, "first_estimate_s", None) is not None:
             out.append(f", {st.first_estimate_s:.0f} s after the take", "dim")
         c = getattr(st, "confirmed", None)
         if c:
-            out.append(f"\nconfirmed: {c['successes']}/{c['trials']} ({100 * c['rate']:.0f} %) {c['label']}")
+            out.append(f"\nconfirmed: {c['text']} {c['label']}")
         curve = getattr(st, "success_curve", None)
         if curve:
-            out.append("\nsuccess vs takes: " + ", ".join(f"{int(n)}: {100 * r:.0f} %" for n, r in curve))
+            out.append("\nsuccess vs takes: " + ", ".join(f"{p['takes']}: {p['text']}" for p in curve))
         if getattr(st, "success_projection", None):
             out.append(f"\n{st.success_projection}", "italic")
         hurt = {g: d for g, d in (getattr(st, "takes_that_hurt", None) or {}).items() if d}
