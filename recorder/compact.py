@@ -257,6 +257,31 @@ def watch_dataset(dataset: Path, options: CompactOptions | None = None, every_s:
             time.sleep(0.2)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recorder.compact DATASET``: what ``rig fleet compact DATASET`` does, with its
+    defaults, on a machine with the recorder but not the rest of rig (options belong to rig's
+    command line). Bad input: one line, exit status 2."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m recorder.compact DATASET (options: `rig fleet compact --help`)", file=sys.stderr)
+        return 2
+    try:
+        reports = compact_dataset(Path(args[0]))
+    except RecorderError as exc:
+        print(f"recorder.compact: {exc}", file=sys.stderr)
+        return 2
+    skipped = sum(len(r.skipped) for r in reports)
+    print(f"{sum(len(r.cameras) for r in reports)} camera(s) of {len(reports)} episode(s) compacted"
+          + (f"; {skipped} kept as JPEG (see above)" if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
 __all__ = ["CompactOptions", "CompactReport", "camera_frame_count", "camera_frames",
            "camera_jpeg", "compact_dataset", "compact_episode", "is_compacted", "recording_in_progress",
            "watch_dataset"]

@@ -112,6 +112,26 @@ def clean_leftovers(out_dir: Path) -> list[Path]:
     return removed
 
 
+def check_out_dir(out: Path, what: str = "the export") -> None:
+    """One line, before any episode is read, when ``out`` cannot take the export: a file is there,
+    or the directory cannot be made or written (read-only, no permission, a parent that is a file)."""
+    if out.exists() and not out.is_dir():
+        raise RecorderError(f"{out} is a file, not a directory; choose a new directory for {what}")
+    probe = out / f".rig-write-check{TEMP_SUFFIX}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(f"the disk holding {out} is full; free space and run the same export again") from e
+        if e.errno == errno.EROFS:
+            raise ReadOnlyDatasetError(f"cannot write to {out}: it is on a read-only filesystem; choose a "
+                                       f"directory on a writable disk") from e
+        raise RecorderError(f"cannot write to {out} ({e.strerror or e}); choose a directory you can write to "
+                            f"or fix its permissions") from e
+
+
 def check_free_space(out_dir: Path, need_bytes: int, what: str) -> None:
     """DiskFullError, before anything is written, when ``out_dir`` has no room for ``need_bytes``."""
     free = shutil.disk_usage(out_dir).free

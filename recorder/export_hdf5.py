@@ -19,7 +19,7 @@ A rerun keeps the files that match what they would be now and writes only what i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,14 @@ from recorder.codec import decode_jpeg
 from recorder.dataset import Dataset, Episode
 from recorder.derived import EE_NAMES, is_handheld, pose_rows
 from recorder.errors import DiskFullError, RecorderError
-from recorder.export_common import ExportReport, check_free_space, clean_leftovers, wanted, write_then_rename
+from recorder.export_common import (
+    ExportReport,
+    check_free_space,
+    check_out_dir,
+    clean_leftovers,
+    wanted,
+    write_then_rename,
+)
 from recorder.layout import T_NS, Status
 
 
@@ -204,14 +211,16 @@ def export_dataset(
     out_dir: str | Path,
     mapping: AlohaMapping = AlohaMapping(),
     cameras: Sequence[str] | None = None,
-    statuses: Iterable[str] = (Status.COMPLETE.value, Status.RECOVERED.value),
+    include_recovered: bool = False,
     include_failed: bool = False,
     sim: bool = False,
     latency_ns: Mapping[str, int] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> ExportReport:
-    """Export every kept episode as ``episode_0.hdf5``, ``episode_1.hdf5``… (ACT wants them numbered
-    without holes); the rig episode index is in each file's ``rig_episode`` attribute.
+    """Export every kept (``complete``) episode as ``episode_0.hdf5``, ``episode_1.hdf5``… (ACT wants them numbered
+    without holes); the rig episode index is in each file's ``rig_episode`` attribute. Episodes
+    recovered after a crash go too with ``include_recovered``, failed ones with ``include_failed``
+    (the same choice as the LeRobot export's).
 
     Skipped episodes (empty, damaged, missing a field) get one line each in ``report.skipped``
     (and through ``say``) and take no number; a full or read-only output disk stops the export
@@ -219,8 +228,9 @@ def export_dataset(
     """
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     out = Path(out_dir)
-    keep = set(statuses)
+    keep = {Status.COMPLETE.value} | ({Status.RECOVERED.value} if include_recovered else set())
     report = ExportReport(say=say)
+    check_out_dir(out, "the ALOHA HDF5 export")
     clean_leftovers(out)
     infos, damage = ds.scan()
     for d in damage:

@@ -49,7 +49,14 @@ from recorder.codec import decode_jpeg
 from recorder.dataset import Dataset, Episode, EpisodeInfo
 from recorder.derived import EE_NAMES, EE_RATE_HZ, is_handheld, pose_rows
 from recorder.errors import DiskFullError, RecorderError
-from recorder.export_common import clean_leftovers, is_disk_full, skipping, wanted, write_then_rename
+from recorder.export_common import (
+    check_out_dir,
+    clean_leftovers,
+    is_disk_full,
+    skipping,
+    wanted,
+    write_then_rename,
+)
 from recorder.export_hdf5 import AlohaMapping
 from recorder.layout import T_NS, Status, jsonable
 from recorder.video import VideoOptions, VideoWriter, pick_codec
@@ -599,19 +606,6 @@ class _Files:
 # ---- the export ------------------------------------------------------------------------------
 
 
-def _check_writable(out: Path) -> None:
-    probe = out / f".rig-write-check{PARTIAL}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        if is_disk_full(e):
-            raise DiskFullError(f"the disk holding {out} is full; free space and run the same export again") from e
-        raise RecorderError(f"cannot write to {out} ({e.strerror or e}); choose a directory you can write to "
-                            f"or fix its permissions") from e
-
-
 def export_lerobot(
     dataset: Dataset | str | Path,
     out: str | Path,
@@ -625,7 +619,7 @@ def export_lerobot(
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     out = Path(out)
     state = _load_out(out)
-    _check_writable(out)
+    check_out_dir(out, "the LeRobot export")
     _clean_leftovers(out, state)
     report = ExportReport(out)
 

@@ -11,15 +11,23 @@ from drivers.errors import RigError
 # Subcommand modules, in the order `rig --help` lists them. A module missing here (an optional
 # room not installed) is skipped rather than breaking every other command.
 COMMANDS = [
-    "collect", "teleop", "record", "episodes", "inspect", "verify", "export", "import_", "train",
+    "collect", "teleop", "record", "trial", "episodes", "inspect", "verify", "export", "import_", "train",
     "calibrate", "gripper", "pose", "sim", "scan", "setup_motors", "doctor", "sim_bus", "upload", "fleet",
 ]
 # `rig` alone starts the main job: the collector's app, or teleop where the app is not installed.
 DEFAULT_COMMANDS = ("collect", "teleop")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line (what was wrong, and where to read the usage), exit status 2:
+    the usage block argparse prints first buries the line that matters."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rig", description="Teleoperation and data collection for ALOHA-style and handheld rigs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

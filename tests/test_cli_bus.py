@@ -60,7 +60,7 @@ def test_setup_motors_refuses_a_chain(emulated, capsys):
 
 def test_doctor_finds_duplicate_ids_and_slow_return_delay(emulated, capsys):
     emu = emulated([ServoSpec(1), ServoSpec(1, model="xl430-w250"), ServoSpec(2, return_delay=250)])
-    assert main(["doctor", emu.port]) == 1
+    assert main(["doctor", emu.port]) == 2
     out = capsys.readouterr().out
     assert f"{emu.port}: two or more servos share ID 1" in out
     assert f"{emu.port}, servo 2: return delay time is 500 µs per reply; set it to 0" in out

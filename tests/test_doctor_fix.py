@@ -11,7 +11,7 @@ def test_doctor_advises_fix_and_fix_sets_return_delay_zero_on_the_chain(emulated
     emu = emulated(arm_specs(["xm430-w350"] * 3, return_delay=250))  # factory 500 µs, assembled
     with DynamixelBus(emu.port, retries=5) as bus:
         bus.write(1, "torque_enable", 1)  # one servo holding: EEPROM writes need torque off
-    assert main(["doctor", emu.port]) == 1
+    assert main(["doctor", emu.port]) == 2
     out = capsys.readouterr().out
     assert (f"{emu.port}, servo 2: return delay time is 500 µs per reply; set it to 0 with "
             f"`rig doctor --fix {emu.port}`") in out
@@ -28,7 +28,7 @@ def test_doctor_advises_fix_and_fix_sets_return_delay_zero_on_the_chain(emulated
 def test_doctor_names_a_hardware_error_and_reboot_clears_it(emulated, capsys):
     emu = emulated([ServoSpec(1), ServoSpec(2)])
     emu.servo(2).set_hardware_error(1 << 5)  # overload
-    assert main(["doctor", emu.port]) == 1
+    assert main(["doctor", emu.port]) == 2
     out = capsys.readouterr().out
     assert f"{emu.port}, servo 2: hardware error: overload." in out
     assert f"`rig doctor --reboot {emu.port}`" in out

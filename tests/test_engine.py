@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from rig.tui.controller import CollectOptions, State
+from rig.tui.controller import CollectOptions, Collector, State
 from rig.tui.engine import CollectorProcess, EngineError
+from rig.tui.interface import ACTIONS, VIEW_FIELDS, Actions, CollectorView
 from tests.apps import wait_for
 from tests.rigs import pair_buses, pair_toml
 
@@ -73,3 +74,29 @@ def test_when_the_engine_is_killed_the_app_stops_the_followers_itself(pair_engin
     assert "exited unexpectedly" in c.message and "follower stopped; torque off confirmed on 5 of 5" in c.message, c.message
     assert torque(follower) == [0] * 5
     assert c.toggle() is None  # keys do nothing now; the app stays up to say what happened
+
+
+def test_the_collector_interface_is_defined_once_and_the_proxy_is_derived_from_it():
+    """The engine's dispatch, the app-side proxy and the view come from rig/tui/interface.py."""
+    assert {"toggle", "keep", "discard", "rerecord", "label", "skip", "replay_actions", "run_policy"} <= set(ACTIONS)
+    for name in ACTIONS:
+        assert callable(getattr(Collector, name)) and getattr(CollectorProcess, name).__doc__ == \
+            getattr(Actions, name).__doc__
+    for name in VIEW_FIELDS:
+        if name != "notices":  # the proxy collects these itself, across replies
+            assert isinstance(getattr(CollectorProcess, name), property), name
+    assert "trial" in VIEW_FIELDS and CollectorView(State.READY, "").trial is False
+
+
+def test_a_new_action_reaches_the_engine_through_the_derived_proxy(pair_engine):
+    c, _ = pair_engine
+    assert c.skip() is None  # nothing recorded yet: no episode to act on
+    c.toggle()
+    wait_for(c, lambda: c.recording, 10, "recording")
+    assert c.trial is False
+    time.sleep(0.5)
+    c.toggle()
+    wait_for(c, lambda: c.state == State.REVIEW, 10, "the take saved")
+    assert c.skip() is True  # queued in the engine ...
+    wait_for(c, lambda: "is a take, not a trial" in c.message, 10, "refused there")  # ... which said why
+    assert c.dataset.info(0).success is None and "outcome" not in c.dataset.episode(0).attrs

@@ -304,7 +304,7 @@ def test_lerobot_round_trip_keeps_every_value(ds, tmp_path):
 
 def test_aloha_folder_imports(ds, tmp_path):
     aloha = tmp_path / "aloha"
-    export_aloha(ds, aloha)  # complete and recovered, successful takes: rig episodes 0, 2, 4
+    export_aloha(ds, aloha, include_recovered=True)  # complete and recovered, successful takes: rig episodes 0, 2, 4
     back = tmp_path / "back"
     report = import_aloha(aloha, back, log=lambda _: None)
     assert report.episodes == [0, 1, 2] and report.ok

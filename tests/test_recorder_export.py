@@ -155,6 +155,19 @@ def test_cli_episodes_inspect_export(tmp_path, capsys):
     assert (tmp_path / "out" / "episode_0.hdf5").exists()
 
 
+def test_hdf5_export_takes_recovered_episodes_only_with_recovered(tmp_path, capsys):
+    """As the LeRobot export: kept takes by default, recovered ones too with --recovered."""
+    ds = Dataset.create(tmp_path / "ds")
+    record(ds, n_ticks=20)
+    record(ds, n_ticks=20)
+    ds.set_status(1, "recovered")
+    assert _cli(["export", str(tmp_path / "ds"), str(tmp_path / "kept")]) == 0
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["episode_0.hdf5"]
+    assert _cli(["export", str(tmp_path / "ds"), str(tmp_path / "both"), "--recovered"]) == 0
+    with h5py.File(tmp_path / "both" / "episode_1.hdf5", "r") as root:
+        assert root.attrs["rig_episode"] == 1
+
+
 def test_recovery_prompt(tmp_path):
     ds = Dataset.create(tmp_path / "ds")
     for _ in range(3):

@@ -249,6 +249,41 @@ def test_a_bus_fault_saves_the_take_stops_the_followers_and_keeps_the_app_respon
     asyncio.run(_bus_fault(tmp_path))
 
 
+def panel_text(app, widget) -> str:
+    """The screen's text inside one widget's region."""
+    r = widget.region
+    return "\n".join(line[r.x:r.right] for line in screen_text(app).splitlines()[r.y:r.bottom])
+
+
+async def _arms_panel_error(size: tuple[int, int]) -> None:
+    from textual.app import App
+
+    from rig.tui.controller import ArmView
+    from rig.tui.widgets import ArmsPanel
+
+    error = ("/dev/serial/by-id/usb-FTDI_USB_UART_A10K8Z-if00-port0: the port vanished (USB cable pulled?); "
+             "servo 7: Overheating, Electrical shock")
+
+    class Arms(App):
+        def compose(self):
+            yield ArmsPanel(id="arms")
+
+    app = Arms()
+    async with app.run_test(size=size) as pilot:
+        panel = app.query_one(ArmsPanel)
+        panel.show([ArmView("left_follower", "follower", True, True, 12.1, 41, "", 0),
+                    ArmView("right_follower", "follower", False, False, None, None, error, 3)])
+        await pilot.pause()
+        text = panel_text(app, panel)
+        assert flat(f"right_follower: {error}") in flat(text), text  # whole, however narrow the panel
+        assert "left_follower:" not in text  # a healthy arm has no error line
+
+
+def test_the_arms_panel_shows_each_arms_whole_error():
+    for width in (70, 120):
+        asyncio.run(_arms_panel_error((width, 20)))
+
+
 @pytest.mark.system("render")  # a simulated camera
 def test_a_camera_that_stops_delivering_shows_a_fault_naming_it_until_it_streams_again(tmp_path):
     asyncio.run(_camera_fault(tmp_path))
@@ -335,3 +370,117 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# ---- trials beside takes: p, then s / f / k; the episodes screen marks them; the panel leads with them ----
+
+
+def test_trials_in_the_app_are_judged_with_one_key_marked_on_the_episodes_screen_and_lead_the_panel(tmp_path,
+                                                                                                    emulated):
+    """A hardware-style rig (a pair on emulated buses, no world): `p` runs a policy trained for a
+    few steps on two takes of this rig; the collector judges each trial with one key (k skip, f
+    failure), a takeover makes one corrective; the episodes screen tells takes, trials and
+    corrective takes apart and judges a trial from there; the quick-train panel leads with the
+    trials on the arms of that policy, with n and its interval."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    from rig.train.data import EpisodeCache
+    from rig.train.latest import latest_policy_path, save_latest
+    from rig.train.trainer import TrainConfig, train_policy
+    from rig.trials import policy_digest
+    from tests.rigs import pair_buses, pair_toml, pose_leader
+
+    leader, follower = pair_buses(emulated)
+    config = tmp_path / "pair.toml"
+    config.write_text(pair_toml(leader.port, follower.port, missed_reads_to_stop=125) + """
+[[cameras]]
+name = "wrist"
+kind = "synthetic"
+width = 160
+height = 120
+fps = 15
+""")
+    data = tmp_path / "takes.zarr"
+    # Recorded by `rig record` in its own process (its dataset lock goes with it); the buses stay here.
+    out = subprocess.run([sys.executable, "-m", "rig", "record", "--config", str(config), "--episodes", "2",
+                          "--seconds", "1", "--reset-seconds", "0.2", "--dataset", str(data)], capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stdout + out.stderr
+    save_latest(train_policy(EpisodeCache().load(data), TrainConfig(steps=2, k=10, batch=8, width=8, hidden=32)),
+                data)
+    c = CollectorProcess(CollectOptions(config=config, dataset=data, seconds=0, reset_seconds=0.1, train=False,
+                                        policy=latest_policy_path(data)), log_path=tmp_path / "engine.log")
+    try:
+        asyncio.run(_trials_in_the_app(c, leader, data, pose_leader))
+    finally:
+        c.close()
+    ds = Dataset(data)
+    digest = policy_digest(latest_policy_path(data))
+    a2, a3 = ds.episode(2).attrs, ds.episode(3).attrs
+    assert a2["policy"]["digest"] == digest == a3["policy"]["digest"]
+    assert (a2["outcome"], a2["judged_by"], a2["success"]) == ("success", "operator", True)  # k, then s on the list
+    assert (a3["outcome"], a3["judged_by"], a3["success"]) == ("failure", "operator", False)
+    assert a3["corrective"] is True and a2["corrective"] is False
+
+
+async def _run_trial(pilot, c, index: int) -> None:
+    await pilot.press("p")
+    await until(pilot, lambda: c.state == State.RECORDING and c.recording and c.episode == index and c.trial, 60,
+                "the policy trial recording")
+    await pilot.pause(1.0)
+    await pilot.press("space")
+    await until(pilot, lambda: c.state == State.REVIEW and c.last is not None and c.last.index == index, 20,
+                "the trial saved")
+    assert "judge it s success / f failure / k skip" in c.message, c.message  # no world: the collector judges
+
+
+async def _trials_in_the_app(c, leader, data, pose_leader) -> None:
+    app = CollectorApp(c, train=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: c.state == State.READY, 90, "READY")
+        assert "skip trial" in screen_text(app)  # the footer names the key
+        await _run_trial(pilot, c, 2)
+        await pilot.press("k")
+        await until(pilot, lambda: "trial 2 skipped" in c.message, 10, "skipped")
+        await pilot.press("enter")
+        await until(pilot, lambda: c.state == State.READY, 20, "READY after the first trial")
+
+        # The second trial: a hand moves the leader while the policy drives: a takeover.
+        await pilot.press("p")
+        await until(pilot, lambda: c.state == State.RECORDING and c.recording and c.episode == 3, 60, "trial 3")
+        await pilot.pause(0.5)
+        with leader.lock:
+            pose_leader(leader, [2048 + 0.3 * 4096 / (2 * 3.141592653589793), 2048, 2048])
+        await pilot.pause(1.5)
+        await pilot.press("space")
+        await until(pilot, lambda: c.state == State.REVIEW and c.last is not None and c.last.index == 3, 20,
+                    "the corrective trial saved")
+        assert "corrective take" in c.message, c.message
+        await pilot.press("f")
+        await until(pilot, lambda: "marked failure" in c.message, 10, "judged a failure")
+        await pilot.press("enter")
+        await until(pilot, lambda: c.state == State.READY, 20, "READY after the second trial")
+        # The panel leads with the trials on the arms: the skip counts in no figure.
+        panel = app.train_panel
+        await until(pilot, lambda: panel.lead == "success (trials on the arms): 0/1 = 0 % (95 % CI 0-79 %, n=1)",
+                    10, "the panel's lead line")
+        assert "success (trials on the arms)" in flat(screen_text(app))
+
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, EpisodesScreen), 5, "the episodes screen")
+        await pilot.pause(0.5)
+        rows = {line.split()[0]: line.split() for line in screen_text(app).splitlines()
+                if line.split() and line.split()[0] in ("0", "1", "2", "3")}
+        assert rows["0"][1] == "take" and rows["1"][1] == "take"
+        assert rows["2"][1] == "trial" and "skip" in rows["2"]
+        assert rows["3"][1] == "corrective" and "failure" in rows["3"]
+        await pilot.press("down", "down")  # the cursor from the first row (0) onto trial 2
+        await pilot.press("s")
+        await until(pilot, lambda: Dataset(data).episode(2).attrs.get("outcome") == "success", 5, "judged there")
+        await pilot.press("escape")
+        await until(pilot, lambda: panel.lead == "success (trials on the arms): 1/2 = 50 % (95 % CI 9-91 %, n=2)",
+                    10, "the panel's lead line after the relabel")
+        await pilot.press("q")
+        await until(pilot, lambda: c.state == State.CLOSED, 60, "closed", after_fault=True)

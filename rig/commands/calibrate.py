@@ -19,6 +19,7 @@ from calibration.arm import CalibrationError
 from calibration.check import DEFAULT_GRIPPER_THRESHOLD, DEFAULT_THRESHOLD_DEG, check_arms
 from calibration.store import arm_file, calibration_dir, camera_device, save_camera_section
 from rig.calibrating import arm_ports, sim_check
+from rig.commands.argtypes import positive_float
 from rig.config import RigConfig, load_config
 from rig.sim.scene import camera_intrinsics as sim_camera_intrinsics
 
@@ -56,7 +57,7 @@ def register(sub) -> None:
 
     t = cs.add_parser("latency", help="each camera's delay behind the joint states, from motion")
     t.add_argument("--config", default=None)
-    t.add_argument("--seconds", type=float, default=15.0, help="how long to record motion")
+    t.add_argument("--seconds", type=positive_float, default=15.0, help="how long to record motion")
     t.add_argument("--inject", action="append", default=[], metavar="CAM=MS",
                    help="sim: delay this camera's frames by MS (to check the estimate); not saved")
     t.add_argument("--no-save", action="store_true", help="print the estimates without storing them")
@@ -81,7 +82,7 @@ class LineWaiter:
         while True:
             try:
                 self.lines.put(self._read())
-            except (EOFError, OSError):
+            except (EOFError, OSError, RuntimeError):  # RuntimeError: stdin closed ("lost sys.stdin")
                 self.lines.put(None)
                 return
 

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from rig.commands.argtypes import nonnegative_float
 from rig.config import DEFAULT_DATASET
 
 
@@ -18,9 +19,9 @@ def register(sub) -> None:
     p.add_argument("--config", default=None, help="built-in config name or TOML path (default sim-aloha)")
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help=f"Zarr dataset (default {DEFAULT_DATASET})")
     p.add_argument("--task", default=None, help="task text stored with each episode (sim: also the sim task)")
-    p.add_argument("--seconds", type=float, default=20.0,
+    p.add_argument("--seconds", type=nonnegative_float, default=20.0,
                    help="target length of a take; recording stops there (0: stop with space only)")
-    p.add_argument("--reset-seconds", type=float, default=1.0, help="pause after a take before the next is ready")
+    p.add_argument("--reset-seconds", type=nonnegative_float, default=1.0, help="pause after a take before the next is ready")
     p.add_argument("--operator", default="", help="who is collecting (stored with each episode)")
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the first take (default from config)")
     p.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,

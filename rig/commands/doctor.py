@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from drivers.dynamixel.setup import (
     candidate_ports,
     fix_return_delays,
@@ -33,6 +36,9 @@ def run(args) -> int:
         print("no USB-serial adapters found (/dev/serial/by-id, /dev/ttyUSB*, /dev/ttyACM*).")
         print("Plug in the U2D2 / adapter, or try the simulated rig: `rig sim-bus` then `rig doctor PORT`.")
     for port in ports:
+        if not os.path.exists(port):  # not a permission matter: nothing is there to open
+            problems.append(f"{port} does not exist; check the USB cable and the path (ls /dev/serial/by-id/)")
+            continue
         for done in (fix_return_delays(port, args.baud) if args.fix else []) + \
                 (reboot_faulted(port, args.baud) if args.reboot else []):
             print(f"done: {done}")
@@ -48,6 +54,7 @@ def run(args) -> int:
         print("\nproblems:")
         for p in problems:
             print(f"  - {p}")
-        return 1
+        print(f"rig: doctor found {len(problems)} problem(s), listed above", file=sys.stderr)
+        return 2  # what every expected failure returns (README), so scripts can tell it from a crash
     print("no problems found")
     return 0

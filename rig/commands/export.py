@@ -14,6 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("out", help="output directory")
     p.add_argument("--format", default="aloha-hdf5", choices=["aloha-hdf5", "lerobot"], help="output format")
     p.add_argument("--cameras", help="comma-separated cameras to export (default: all)")
+    p.add_argument("--recovered", action="store_true", help="also export episodes recovered after a crash")
     p.add_argument("--include-failed", action="store_true", help="also export episodes labelled failed")
     p.add_argument("--sim", action="store_true", help="set attrs['sim'] = True")
     p.add_argument("--stream", default="joints", help="tick stream (default: joints)")
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     mapping = AlohaMapping(args.stream, args.qpos, args.qvel, args.effort, args.action)
     cams = [c for c in args.cameras.split(",") if c] if args.cameras else None
     try:
-        report = export_dataset(args.dataset, args.out, mapping, cams, include_failed=args.include_failed,
+        report = export_dataset(args.dataset, args.out, mapping, cams, include_recovered=args.recovered,
+                                include_failed=args.include_failed,
                                 sim=args.sim, say=lambda line: print(f"rig: {line}", file=sys.stderr))
     except RigError as exc:
         if not hdf5_left_broken():

@@ -7,14 +7,15 @@ import argparse
 import sys
 import time
 
+from rig.commands.argtypes import int_range, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("--format lerobot (LeRobotDataset v3.0; --qpos is observation.state)")
-    g.add_argument("--fps", type=int, help="rows per second (default: the tick rate, one row per tick)")
-    g.add_argument("--recovered", action="store_true", help="also export episodes recovered after a crash")
+    g.add_argument("--fps", type=positive_int, help="rows per second (default: the tick rate, one row per tick)")
     g.add_argument("--codec", default="auto", help="video codec: auto (AV1 where available, else H.264), av1, h264")
-    g.add_argument("--crf", type=int, default=30, help="video quality, lower is better and larger (default 30)")
-    g.add_argument("--gop", type=int, default=2, help="frames between keyframes (default 2, capped at 1 s)")
+    g.add_argument("--crf", type=int_range(0, 63), default=30, help="video quality, lower is better and larger (default 30)")
+    g.add_argument("--gop", type=positive_int, default=2, help="frames between keyframes (default 2, capped at 1 s)")
     g.add_argument("--robot-type", help="info.json robot_type (default: the rig's name)")
 
 

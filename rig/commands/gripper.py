@@ -8,6 +8,7 @@ import time
 
 from drivers.gripper.driver import GripperConfig, HandheldGripper
 from drivers.gripper.standin import build_host_firmware
+from rig.commands.argtypes import nonnegative_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     mon = gsub.add_parser("monitor", help="connect and print jaw, trigger, buttons, rate and clock sync")
     mon.add_argument("port", help="serial port, e.g. /dev/serial/by-id/usb-...-gripper or a stand-in link")
-    mon.add_argument("--rate", type=int, default=200, help="sampling rate in Hz (default 200)")
-    mon.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: Ctrl-C)")
+    mon.add_argument("--rate", type=positive_int, default=200, help="sampling rate in Hz (default 200)")
+    mon.add_argument("--seconds", type=nonnegative_float, default=0.0, help="stop after this long (default: Ctrl-C)")
     mon.set_defaults(func=monitor)
 
     st = gsub.add_parser(

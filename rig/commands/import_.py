@@ -7,12 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from rig.commands.argtypes import positive_float
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("import", help="import a LeRobot v3.0 dataset or an ALOHA HDF5 folder")
     p.add_argument("source", help="LeRobot dataset directory (meta/info.json) or folder of episode_*.hdf5")
     p.add_argument("dataset", help="rig dataset directory (created if missing; episodes are added)")
-    p.add_argument("--fps", type=float, default=50.0, help="ALOHA HDF5 only: tick rate (default 50, ALOHA's)")
+    p.add_argument("--fps", type=positive_float, default=50.0, help="ALOHA HDF5 only: tick rate (default 50, ALOHA's)")
     p.add_argument("--task", help="ALOHA HDF5 only: task label (default: the file's rig_task or the folder name)")
     p.set_defaults(func=run)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from rig.commands.argtypes import positive_float, positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("pose", help="the handheld gripper's 6-DoF pose from its wrist camera and IMU")
@@ -14,8 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("episode", nargs="?", type=int, help="episode index (default: every episode)")
     p.add_argument("--camera", default="wrist", help="the wrist camera's name (default wrist)")
     p.add_argument("--view", action="store_true", help="show the stored trajectory (top and side views)")
-    p.add_argument("--width", type=int, default=100, help="plot width in characters")
-    p.add_argument("--sim-home", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--width", type=positive_int, default=100, help="plot width in characters")
+    p.add_argument("--sim-home", type=positive_float, default=None, metavar="SECONDS",
                    help="first record a take of the simulated home (scripted hand, ground truth) into DATASET")
     p.add_argument("--seed", type=int, default=0, help="the scripted hand's seed (with --sim-home)")
     p.add_argument("--imu", choices=("firmware", "world"), default="firmware",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from recorder import Dataset, RecorderError
+from rig.commands.argtypes import nonnegative_float, positive_float, positive_int
 from rig.config import DEFAULT_DATASET, load_config
 from rig.takes import Takes, preflight
 
@@ -16,11 +17,11 @@ from rig.takes import Takes, preflight
 def register(sub) -> None:
     p = sub.add_parser("record", help="record episodes headless (simulated rig: the scripted operator performs)")
     p.add_argument("--config", default=None, help="built-in config name or TOML path (default sim-aloha)")
-    p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each episode")
+    p.add_argument("--episodes", type=positive_int, default=1)
+    p.add_argument("--seconds", type=positive_float, default=20.0, help="length of each episode")
     p.add_argument("--task", default=None, help="task text stored with each episode (sim: also the sim task)")
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help=f"Zarr dataset (default {DEFAULT_DATASET})")
-    p.add_argument("--reset-seconds", type=float, default=2.0, help="pause between episodes")
+    p.add_argument("--reset-seconds", type=nonnegative_float, default=2.0, help="pause between episodes")
     p.add_argument("--operator", default="", help="who is collecting (stored with each episode)")
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the first episode (default from config)")
     p.add_argument("--button", action="store_true",
@@ -34,9 +35,6 @@ def _interrupt(*_):
 
 def run(args) -> int:
     config = load_config(args.config)
-    if args.episodes < 1 or args.seconds <= 0:
-        print("rig: --episodes must be >= 1 and --seconds > 0", file=sys.stderr)
-        return 2
     if args.button and config.gripper is None:
         print(f"rig: --button needs a handheld gripper, and {config.source} has no [gripper] table", file=sys.stderr)
         return 2
@@ -44,7 +42,7 @@ def run(args) -> int:
     pressed = threading.Event()
     takes = Takes(config, args.dataset, task=args.task, operator=args.operator, seed=args.seed,
                   on_button=pressed.set)
-    takes.open_dataset(interactive=sys.stdin.isatty())
+    takes.open_dataset(interactive=sys.stdin is not None and sys.stdin.isatty())  # None: stdin closed
     signal.signal(signal.SIGTERM, _interrupt)
     seed0 = takes.seed
     kept = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from drivers.dynamixel.setup import SCAN_ORDER, scan
 
 
@@ -18,8 +20,9 @@ def run(args) -> int:
     print(f"scanning {args.port} at {', '.join(map(str, bauds))} baud ...", flush=True)
     servos = scan(args.port, bauds)
     if not servos:
-        print("no servos found. Check power and cabling; a factory-new servo answers at 57600 baud.")
-        return 1
+        print(f"rig: no servos answered on {args.port}; check power and cabling (a factory-new servo answers at "
+              f"57600 baud)", file=sys.stderr)
+        return 2  # an expected failure, as every other
     print(f"{'ID':>4}  {'model':<14} {'firmware':>8}  {'baud':>8}")
     for s in servos:
         print(f"{s.id:>4}  {s.model_name:<14} {s.firmware:>8}  {s.baud:>8}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from drivers.dynamixel.setup import SetupError, assign
 
 
@@ -29,17 +31,32 @@ def parse_ids(text: str) -> list[int]:
     return ids
 
 
+def _ask(prompt: str) -> str:
+    """The answer typed at the prompt; with no terminal to type at (stdin closed or at its end),
+    one line saying how to run without prompts."""
+    try:
+        if sys.stdin is None:  # started with its standard input closed
+            raise EOFError
+        return input(prompt)
+    except EOFError:
+        print()
+        raise SetupError("no answer: standard input is closed or at its end; run it in a terminal, or give "
+                         "the IDs up front with --ids 1-9 --yes") from None
+
+
 def run(args) -> int:
     try:
         planned = parse_ids(args.ids) if args.ids else None
     except ValueError:
         raise SetupError(f"--ids {args.ids!r} is not a list like 1-9 or 1,2,5") from None
+    if planned is not None and not planned:
+        raise SetupError(f"--ids {args.ids!r} names no ID (a range runs low to high, as in 1-9)")
     i = 0
     while True:
         if planned is not None and i >= len(planned):
             break
         if planned is None:
-            answer = input(f"Connect ONE motor to {args.port}; new ID for it (empty to finish): ").strip()
+            answer = _ask(f"Connect ONE motor to {args.port}; new ID for it (empty to finish): ").strip()
             if not answer:
                 break
             try:
@@ -50,7 +67,7 @@ def run(args) -> int:
         else:
             new_id = planned[i]
             if not args.yes:
-                input(f"Connect ONLY the motor that gets ID {new_id} to {args.port}, then press Enter ")
+                _ask(f"Connect ONLY the motor that gets ID {new_id} to {args.port}, then press Enter ")
         servo = assign(args.port, new_id, args.baud, bauds=args.scan_baud)
         print(f"ok: {servo.model_name} now ID {servo.id} at {servo.baud} baud, return delay 0")
         i += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rig.commands.argtypes import positive_float, positive_int
 from rig.sim.scene import TASKS  # the world's own task list (importing it does not import MuJoCo)
 
 
@@ -16,9 +17,9 @@ def register(sub) -> None:
     p.add_argument("--cameras", default=None,
                    help="comma-separated cameras (top, angle, front_close, left_pillar, right_pillar, "
                         "left_wrist, right_wrist); default: top,left_wrist,right_wrist; 'none' for no cameras")
-    p.add_argument("--width", type=int, default=None, help="camera width (default 320)")
-    p.add_argument("--height", type=int, default=None, help="camera height (default 240)")
-    p.add_argument("--fps", type=float, default=None, help="camera rate (default 15)")
+    p.add_argument("--width", type=positive_int, default=None, help="camera width (default 320)")
+    p.add_argument("--height", type=positive_int, default=None, help="camera height (default 240)")
+    p.add_argument("--fps", type=positive_float, default=None, help="camera rate (default 15)")
     p.add_argument("--shadows", action="store_true", help="render shadows and reflections (~3x slower)")
     p.add_argument("--ring-prefix", default=None,
                    help="shared-memory ring names become <prefix><camera> (default rig-sim-<camera>); "

@@ -7,14 +7,15 @@ import threading
 
 from drivers.dynamixel.control_table import MODELS
 from drivers.dynamixel.emulator import EmulatedBus, ServoSpec
+from rig.commands.argtypes import int_range, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser("sim-bus", help="start an emulated Dynamixel chain on a pty and print its port")
-    p.add_argument("--servos", type=int, default=9, help="number of servos, IDs from 1 (default 9)")
+    p.add_argument("--servos", type=int_range(1, 253), default=9, help="number of servos, IDs from 1 (default 9)")
     p.add_argument("--model", default="xm430-w350", choices=sorted(MODELS))
-    p.add_argument("--baud", type=int, default=1_000_000)
-    p.add_argument("--return-delay", type=int, default=0, help="Return Delay Time register (x2 µs)")
+    p.add_argument("--baud", type=positive_int, default=1_000_000)
+    p.add_argument("--return-delay", type=int_range(0, 254), default=0, help="Return Delay Time register (x2 µs)")
     p.add_argument("--no-wire-timing", action="store_true", help="answer at once instead of at wire speed")
     p.set_defaults(func=run)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from drivers.errors import RigError
+from rig.commands.argtypes import positive_float
 from rig.config import load_config
 from rig.session import RigSession, TeleopFault
 
@@ -24,7 +25,7 @@ def register(sub) -> None:
     p = sub.add_parser("teleop", help="mirror the leader arms onto the followers (headless); "
                                       "a handheld rig streams its gripper")
     p.add_argument("--config", default=None, help="built-in config name or path to a TOML file (default sim-aloha)")
-    p.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)")
+    p.add_argument("--duration", type=positive_float, default=None, help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--stats-json", type=Path, default=None, help="write the loop statistics here at the end")
     p.add_argument("--cameras", action="store_true", help="also start the cameras (off by default: nothing records)")
     p.set_defaults(func=run)

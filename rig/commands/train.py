@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from rig.commands.argtypes import nonnegative_int, positive_float, positive_int
+
 
 def register(subparsers) -> None:
     from rig.train.report import FAST_TRIALS
@@ -19,10 +21,10 @@ def register(subparsers) -> None:
     p.add_argument("--policy", choices=("quick", "visuomotor"), default="quick",
                    help="quick (default): objects located in the first frame, joint state, phase, a decided gripper; "
                         "success measured closed-loop. visuomotor: the end-to-end CNN policy on every camera frame")
-    p.add_argument("--budget", type=float, default=None, metavar="S",
+    p.add_argument("--budget", type=positive_float, default=None, metavar="S",
                    help="training seconds of the main run instead of a step count (default: quick 5 000 steps, at "
                         "most 600 s; visuomotor 45 s); the curve repeats its step count")
-    p.add_argument("--fast-trials", type=int, default=FAST_TRIALS, metavar="N",
+    p.add_argument("--fast-trials", type=nonnegative_int, default=FAST_TRIALS, metavar="N",
                    help="quick: trials of the fast estimate (a direct MuJoCo loop, faster than real time) on unseen "
                         f"seeds, for the success figure and the success-vs-takes curve (default {FAST_TRIALS}: a 95 %% "
                         "interval within ±15 points, about 1.3 s a trial; 0: none)")
@@ -39,13 +41,13 @@ def register(subparsers) -> None:
     p.add_argument("--camera", default="top", help="quick: the fixed camera that locates the objects (default top)")
     p.add_argument("--target-rate", type=float, default=0.8, metavar="R",
                    help="quick: success rate the projection aims at (default 0.8)")
-    p.add_argument("--steps", type=int, default=None, help="a fixed step count instead of a time budget (reproducible)")
+    p.add_argument("--steps", type=positive_int, default=None, help="a fixed step count instead of a time budget (reproducible)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only-success", action="store_true", help="only episodes labelled successful")
     p.add_argument("--no-curve", action="store_true", help="skip the learning curve (its sub-trainings)")
     p.add_argument("--target", type=float, default=None, metavar="DEG",
                    help="arm-joint error to project towards (default: half the present error)")
-    p.add_argument("--eval-trials", type=int, default=0, metavar="N",
+    p.add_argument("--eval-trials", type=nonnegative_int, default=0, metavar="N",
                    help="simulated rig: run the policy closed-loop on N seeded trials and report the success rate")
     p.add_argument("--eval-seconds", type=float, default=None, metavar="S",
                    help="length of one trial (default: the longest training episode)")
@@ -99,10 +101,10 @@ def _sim_task(args, episodes) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from rig.train import TrainError, require_torch
 
+    _check_dataset(args.dataset)  # before torch's import: a wrong path is told at once
     torch = require_torch()
     if args.threads:
         torch.set_num_threads(args.threads)
-    _check_dataset(args.dataset)
     if args.policy == "quick":
         return run_quick(args)
     if args.budget is None:
@@ -148,12 +150,15 @@ def run(args: argparse.Namespace) -> int:
                                    progress=trial)
             report.demonstrations = trials_figure("demo", demo.per_trial, label=DEMO_LABEL)
     print()
+    from rig.trials import figure_from_dict
+
+    lead = _lead(args, [figure_from_dict(getattr(report, "success", None), "realtime")])
     print("\n".join(report.summary_lines()))
     if args.eval_trials <= 0:
         print("(closed-loop success in the simulated world: add --eval-trials N)")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_dict(), indent=1))
+        args.json.write_text(json.dumps({**report.to_dict(), **lead}, indent=1))
         print(f"report: {args.json}")
     if args.save is not None:
         from rig.train.policy_file import save_policy
@@ -162,6 +167,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"policy: {args.save}")
     sys.stdout.flush()
     return 0
+
+
+def _lead(args: argparse.Namespace, estimates: list) -> dict:
+    """The report leads with the best success signal the rig has (rig/trials.py): trials on the
+    arms of the policy they ran (the file --save names, else quick-train's latest: read before
+    this run replaces it), then real time, then the fast sim estimate. Printed; returned for the JSON."""
+    from rig.train.latest import latest_policy_path
+    from rig.trials import current_figures, lead_line, policy_digest
+
+    file = args.save if args.save is not None and args.save.exists() else latest_policy_path(args.dataset)
+    arms, best = current_figures(args.dataset, file, estimates)
+    print(lead_line(best))
+    if arms is not None and arms.trials:
+        print(f"  (trials on the arms are those of {file}, sha256 {policy_digest(file)[:12]}: the policy before "
+              "this training)" if best is arms else f"  trials on the arms of {file}: {arms.text()}")
+    return {"success_best": best.to_dict() if best is not None else None,
+            "success_arms": arms.to_dict() if arms is not None else None}
 
 
 def _check_dataset(path: Path) -> None:
@@ -244,6 +266,10 @@ def run_quick(args: argparse.Namespace) -> int:
                                    progress=trial)
             report["demonstrations"] = trials_figure("demo", demo.per_trial, label=DEMO_LABEL)
     print()
+    from rig.trials import figure_from_dict
+
+    report.update(_lead(args, [figure_from_dict(report.get("success_realtime"), "realtime"),
+                               figure_from_dict(report.get("success"), "fastsim")]))
     print("\n".join(summary_lines(report)))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from rig.fleet.store import open_store
     from rig.fleet.upload import Uploader, UploadOptions, upload_status
 
+    # the options first: a typo in one should not wait for an identity or a dataset to be found
+    bw = parse_size(args.bwlimit) if args.bwlimit else None
+    part = int(parse_size(args.part_size))
+    opts = UploadOptions(part_size=part, multipart_threshold=2 * part, bwlimit=bw, progress=not args.no_progress)
     ident = require_identity()
     store = open_store(args.dest)
     if args.status:
@@ -67,9 +71,6 @@ def run(args: argparse.Namespace) -> int:
         from recorder.compact import compact_dataset
 
         compact_dataset(args.dataset)
-    bw = parse_size(args.bwlimit) if args.bwlimit else None
-    opts = UploadOptions(part_size=int(parse_size(args.part_size)), multipart_threshold=2 * int(parse_size(args.part_size)),
-                         bwlimit=bw, progress=not args.no_progress)
     rep = Uploader(store, ident, opts).upload_dataset(args.dataset)
     rate = rep.bytes_sent / rep.seconds / 1e6 if rep.seconds > 0 else 0.0
     print(f"uploaded {rep.episodes_sent} episode(s), {rep.bytes_sent / 1e6:.1f} MB in {rep.seconds:.1f} s "

@@ -126,6 +126,7 @@ class CollectorApp(App):
         Binding("r", "rerecord", "re-record"),
         Binding("s", "label(True)", "success"),
         Binding("f", "label(False)", "failure"),
+        Binding("k", "skip", "skip trial"),
         Binding("a", "replay_actions", "replay on arms"),
         Binding("p", "run_policy", "run policy"),
         Binding("l", "episodes", "episodes"),
@@ -149,8 +150,11 @@ class CollectorApp(App):
     def __init__(self, collector: Collector | CollectorProcess, *, train: bool = False, dataset_path=None):
         super().__init__()
         self.collector = collector
-        self.train_panel = TrainPanel(dataset_path or collector.options.dataset, collector.options.task, train,
-                                      id="train")
+        from rig.train.latest import latest_policy_path
+
+        dataset = dataset_path or collector.options.dataset
+        self.train_panel = TrainPanel(dataset, collector.options.task, train,
+                                      policy_file=collector.options.policy or latest_policy_path(dataset), id="train")
         self.live = LiveScreen(collector, self.train_panel)
         self.has_calibration = calibration_available()
         self.closing = False
@@ -220,7 +224,7 @@ class CollectorApp(App):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "calibrate":
             return self.has_calibration  # the key (and its footer entry) only where the module exists
-        if action in ("replay_actions", "run_policy"):
+        if action in ("replay_actions", "run_policy", "skip"):
             return bool(self.collector.config.followers)  # a handheld rig has no arms to replay on
         return True
 
@@ -263,6 +267,10 @@ class CollectorApp(App):
 
     def action_label(self, success: bool) -> None:
         self.collector.label(success, self._index_here())
+
+    def action_skip(self) -> None:
+        """A trial that cannot count (docs/trials.md): judged skip."""
+        self.collector.skip(self._index_here())
 
     def action_replay_actions(self) -> None:
         self.collector.replay_actions(self._index_here())

@@ -33,7 +33,7 @@ from rig.config import DEFAULT_DATASET, RigConfig, load_config
 from rig.handheld import GripperView
 from rig.recording import TakeResult
 from rig.takes import Failure, Takes
-from rig.trials import PolicyTrials, mark_trial, preload_torch
+from rig.trials import Outcome, PolicyTrials, is_trial, mark_trial, preload_torch, record_outcome
 
 FREEZE_GRACE_S = 2.0  # a camera frozen this long (after its own watchdog fired) is a fault
 
@@ -147,6 +147,7 @@ class Collector:
         self.notices: list[str] = []  # start-up remarks (e.g. a crashed episode left on disk)
         self.episode: int | None = None
         self.last: TakeResult | None = None
+        self.trial = False  # the take recorded or under review is a policy trial
         self.fault: str | None = None
         self.shutdown_report: dict[str, str] = {}
         self._reset_until = 0.0
@@ -273,6 +274,14 @@ class Collector:
             return None
         return self._submit(self._label, index, success)
 
+    def skip(self, index: int | None = None) -> Future | None:
+        """k: a trial that cannot count (the scene was set up wrong, someone stepped in): judged
+        skip, left out of the policy's success figure."""
+        index = self._target(index)
+        if index is None:
+            return None
+        return self._submit(self._skip, index)
+
     def run_policy(self) -> Future | None:
         """p: the latest policy drives the followers, recorded as a trial (a take under review is
         kept first, as space does). Moving a leader takes over; space stops the trial."""
@@ -313,8 +322,8 @@ class Collector:
         elif (self.state == State.RECORDING and self.options.seconds > 0 and t.t_begin
               and t.elapsed_s >= self.options.seconds):
             self.toggle()  # the target length is reached: stop as if space was pressed
-        elif self.state == State.RECORDING and self.trials.failure is not None:
-            self.toggle()  # the policy failed (the followers hold): the trial ends, failed, saying why
+        elif self.state == State.RECORDING and self.trials.active and self.trials.failure() is not None:
+            self.toggle()  # the policy failed (the followers hold): the trial ends, judged a failure
 
     def _camera_failure(self) -> str | None:
         now = time.monotonic()
@@ -465,6 +474,7 @@ class Collector:
         self._start()
 
     def _start(self) -> None:
+        self.trial = False
         self.episode = self.takes.begin()
         if self.state == State.RECORDING:  # not if space was pressed again meanwhile (SAVING)
             self._set(State.RECORDING, f"recording take {self.episode}; space to stop")
@@ -483,6 +493,7 @@ class Collector:
             return
         self._set(State.RECORDING, "policy trial: the followers go to the policy's start pose ...")
         try:
+            self.trial = True
             self.episode = self.trials.begin(policy)
         except RigError as exc:  # the policy does not fit this rig (its cameras, its values)
             if self.takes.recording:
@@ -498,21 +509,29 @@ class Collector:
         if not self.takes.recording:
             return  # a fault already saved it
         trial = self.trials.active
-        result = self.trials.end()[0] if trial else self.takes.end()
+        failed = self.trials.failure() if trial else None
+        # A trial on the simulated rig is judged by the world (the collector may override with s / f);
+        # one whose policy failed is a failure, with the reason.
+        if failed is not None:
+            result = self.trials.end(note=f"the policy failed: {failed}")[0]
+            record_outcome(self.takes, result.index, Outcome("failure", f"the policy failed: {failed}", "rig"))
+            result.success = False
+        else:
+            result = self.trials.end(judge=True)[0] if trial else self.takes.end()
         self.last = result
         self.t_saved_ns = time.monotonic_ns()
         self._kept_count += 1
         self.first_frame = self._read_first_frame(result.index)
         label = {True: "success", False: "failure", None: "unlabelled"}[result.success]
-        if trial and self.trials.last_failure is not None:  # the policy failed mid-trial
-            self._set(State.REVIEW, f"policy trial {result.index} failed: {self.trials.last_failure}; enter keep, "
-                                    "backspace discard")
-        elif trial:
+        if trial:
             marks = self.trials.marks
             how = (f"taken over at tick {marks.takeover_tick}: a corrective take" if marks.corrective
                    else "no takeover")
-            self._set(State.REVIEW, f"policy trial {result.index} saved ({result.duration_s:.1f} s, {how}): label it "
-                                    "s success / f failure; enter keep, backspace discard")
+            judged = (f"the policy failed ({failed}): a failure" if failed is not None else
+                      "judge it s success / f failure / k skip" if result.success is None else
+                      f"the world judged it {label}: s / f overrides, k skip")
+            self._set(State.REVIEW, f"policy trial {result.index} saved ({result.duration_s:.1f} s, {how}): {judged}; "
+                                    "enter keep, backspace discard")
         else:
             self._set(State.REVIEW, f"take {result.index} saved ({result.duration_s:.1f} s, {label}): enter keep, "
                                     "backspace discard, r re-record, s/f label")
@@ -544,7 +563,11 @@ class Collector:
         self._start()
 
     def _label(self, index: int, success: bool | None) -> None:
-        self.takes.label(index, success)
+        if success is not None and self._is_trial(index):
+            # a trial's label is its judgement: the collector's, over the world's where it had one
+            record_outcome(self.takes, index, Outcome("success" if success else "failure", "", "operator"))
+        else:
+            self.takes.label(index, success)
         if self.last is not None and self.last.index == index:
             self.last.success = success
         word = {True: "success", False: "failure", None: "unlabelled"}[success]
@@ -552,6 +575,20 @@ class Collector:
             self.message = (f"take {index} marked {word}: enter keep, backspace discard, r re-record")
         else:
             self.message = f"episode {index} marked {word}"
+
+    def _is_trial(self, index: int) -> bool:
+        ds = self.takes.dataset
+        return ds is not None and is_trial(ds.episode(index).attrs)
+
+    def _skip(self, index: int) -> None:
+        if not self._is_trial(index):
+            self.message = f"episode {index} is a take, not a trial: only trials are skipped (s / f label a take)"
+            return
+        record_outcome(self.takes, index, Outcome("skip", "", "operator"))
+        if self.last is not None and self.last.index == index:
+            self.last.success = None
+        self.message = (f"trial {index} skipped (it does not count): enter keep, backspace discard"
+                        if self.state == State.REVIEW else f"trial {index} skipped")
 
     def _replay_actions(self, index: int) -> None:
         seconds = self.takes.replay(index)

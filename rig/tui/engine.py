@@ -5,7 +5,9 @@ control loop's ticks (p99 period error 1.2 -> 3.5 ms). So the app starts an *eng
 that owns the Collector (world, buses, loop, cameras, recorder) and talks to it over a pipe:
 
 - requests ``(id, op, args)`` -> replies ``("reply", id, ok, value, view)``: an action is queued
-  on the collector's worker and answered at once; every reply carries a fresh ``EngineView``;
+  on the collector's worker and answered at once; every reply carries a fresh view. The actions
+  and the view are defined once, in rig/tui/interface.py; the dispatch here and the proxy
+  ``CollectorProcess`` are derived from them;
 - events ``("event", kind, payload, view)``: a take was saved, an error to show;
 - camera previews come down-scaled (a few tens of kB per frame), never full frames.
 
@@ -25,7 +27,7 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,9 @@ import numpy as np
 from drivers.errors import RigError
 from recorder import Dataset
 from rig.config import RigConfig, load_config
-from rig.recording import TakeResult
 from rig.takes import resolve_task
 from rig.tui.controller import CollectOptions, Collector, Snapshot, State
+from rig.tui.interface import ACTIONS, VIEW_FIELDS, Actions, CollectorView
 
 POLL_S = 0.1  # the engine advances its own timed states and fault checks this often
 CALL_TIMEOUT_S = 15.0  # an action is only queued: a reply this late means the engine is stuck
@@ -51,37 +53,10 @@ class EngineError(RigError):
     pass
 
 
-@dataclass
-class EngineView:
-    """The collector's small state, sent with every reply (the app reads it between snapshots)."""
-
-    state: State
-    message: str
-    episode: int | None
-    last: TakeResult | None
-    fault: str | None
-    kept: int
-    t_stop_ns: int
-    t_saved_ns: int
-    recording: bool
-    teleop_running: bool
-    replay_tick: int
-    history: list[tuple[float, str, str]]
-    shutdown_report: dict[str, str]
-    notices: list[str] = field(default_factory=list)
+EngineView = CollectorView  # the view every reply carries (rig/tui/interface.py)
 
 
 # ---- the engine process ----------------------------------------------------------------------
-
-
-def _view(c: Collector, notices: bool = False) -> EngineView:
-    news: list[str] = []
-    if notices and c.notices:
-        news, c.notices[:] = list(c.notices), []
-    with c._lock:  # the worker appends to the history under it
-        history = list(c.history)
-    return EngineView(c.state, c.message, c.episode, c.last, c.fault, c.kept, c.t_stop_ns, c.t_saved_ns,
-                      c.recording, c.teleop_running, c.replay_tick, history, dict(c.shutdown_report), news)
 
 
 def _preview(image: np.ndarray | None, width: int) -> np.ndarray | None:
@@ -111,7 +86,7 @@ def _dispatch(c: Collector, op: str, args: tuple) -> Any:
     if op == "open":
         c.open()
         return None
-    if op in ("toggle", "keep", "rerecord", "discard", "label", "replay_actions", "run_policy"):
+    if op in ACTIONS:
         return getattr(c, op)(*args) is not None  # accepted (queued) or not
     if op == "snapshot":
         return _snapshot(c, *args)
@@ -157,8 +132,8 @@ def engine_main(conn: Any, options: CollectOptions, log_path: str | None) -> Non
             conn.send(msg)
 
     c = Collector(options)
-    c.on_saved = lambda result: send(("event", "saved", (result, c.first_frame), _view(c)))
-    c.on_error = lambda text: send(("event", "error", text, _view(c)))
+    c.on_saved = lambda result: send(("event", "saved", (result, c.first_frame), CollectorView.of(c)))
+    c.on_error = lambda text: send(("event", "error", text, CollectorView.of(c)))
     send(("ready", os.getpid()))
     next_poll = 0.0
     try:
@@ -169,7 +144,7 @@ def engine_main(conn: Any, options: CollectOptions, log_path: str | None) -> Non
                     value, ok = _dispatch(c, op, args), True
                 except Exception as exc:  # told to the app, which shows it; the engine goes on
                     value, ok = str(exc) if isinstance(exc, RigError) else f"{type(exc).__name__}: {exc}", False
-                send(("reply", rid, ok, value, _view(c, notices=True)))
+                send(("reply", rid, ok, value, CollectorView.of(c, notices=True)))
                 if op == "close":
                     return
             if time.monotonic() >= next_poll:
@@ -383,27 +358,6 @@ class CollectorProcess:
             self._view = replace(self._view, state=State.CLOSED, shutdown_report=report)
         return report
 
-    def toggle(self) -> bool | None:
-        return self._action("toggle")
-
-    def keep(self) -> bool | None:
-        return self._action("keep")
-
-    def discard(self, index: int | None = None) -> bool | None:
-        return self._action("discard", index)
-
-    def rerecord(self) -> bool | None:
-        return self._action("rerecord")
-
-    def label(self, success: bool | None, index: int | None = None) -> bool | None:
-        return self._action("label", success, index)
-
-    def replay_actions(self, index: int | None = None) -> bool | None:
-        return self._action("replay_actions", index)
-
-    def run_policy(self) -> bool | None:
-        return self._action("run_policy")
-
     def drill(self, op: str, *args: Any) -> Any:
         """Simulated rig: inject a fault in the world (``unplug`` an arm, delay a camera)."""
         return self._call("drill", op, *args)
@@ -438,12 +392,11 @@ class CollectorProcess:
     @property
     def view(self) -> EngineView:
         if self._gone is not None:
-            base = self._view or EngineView(State.FAULT, "", None, None, None, 0, 0, 0, False, False, 0, [], {})
+            base = self._view or EngineView(State.FAULT, "")
             return replace(base, state=State.FAULT if self._closed_report is None else State.CLOSED,
                            message=self._gone, fault=self._gone)
         if self._view is None:
-            return EngineView(State.STARTING, "starting the rig ...", None, None, None, 0, 0, 0, False, False,
-                              0, [], {})
+            return EngineView(State.STARTING, "starting the rig ...")
         return self._view
 
     @property
@@ -457,24 +410,34 @@ class CollectorProcess:
             self._dataset = Dataset(self.options.dataset)
         return self._dataset
 
-    state = property(lambda self: self.view.state)
-    message = property(lambda self: self.view.message)
-    episode = property(lambda self: self.view.episode)
-    last = property(lambda self: self.view.last)
-    fault = property(lambda self: self.view.fault)
-    kept = property(lambda self: self.view.kept)
-    t_stop_ns = property(lambda self: self.view.t_stop_ns)
-    t_saved_ns = property(lambda self: self.view.t_saved_ns)
-    recording = property(lambda self: self.view.recording)
-    teleop_running = property(lambda self: self.view.teleop_running)
-    replay_tick = property(lambda self: self.view.replay_tick)
-    history = property(lambda self: self.view.history)
-    shutdown_report = property(lambda self: self.view.shutdown_report)
-
     def refresh(self) -> EngineView:
         """A fresh view now (tests and scripts that wait on the engine's state)."""
         self.poll()
         return self.view
+
+
+def _proxy_action(name: str):
+    def action(self: CollectorProcess, *args: Any) -> bool | None:
+        return self._action(name, *args)
+
+    action.__name__ = action.__qualname__ = name
+    action.__doc__ = getattr(Actions, name).__doc__
+    return action
+
+
+def _view_field(name: str) -> property:
+    return property(lambda self: getattr(self.view, name), doc=f"``{name}`` as of the engine's last reply")
+
+
+# The proxy is derived from the one interface: an action is sent under its name, a view field is
+# read from the last reply's view. (``notices`` the proxy collects itself, across replies.)
+for _name in ACTIONS:
+    setattr(CollectorProcess, _name, _proxy_action(_name))
+for _name in VIEW_FIELDS:
+    if _name != "notices":
+        setattr(CollectorProcess, _name, _view_field(_name))
+_missing = [a for a in ACTIONS if not callable(getattr(Collector, a, None))]
+assert not _missing, f"the Collector lacks the interface's actions {_missing}"
 
 
 __all__ = ["CollectorProcess", "EngineError", "EngineView", "engine_main", "release_followers", "yield_cpu_to_rig"]

@@ -11,16 +11,33 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
 from recorder import Dataset
+from rig.trials import Outcome, is_trial, record_outcome, trial_outcome
 from rig.tui.quality import episode_quality
 from rig.tui.widgets import Banner
 
-COLUMNS = ("episode", "duration", "status", "success", "task", "flags")
+COLUMNS = ("episode", "kind", "duration", "status", "success", "task", "flags")
 
 
 def success_text(success: bool | None) -> Text:
     if success is None:
         return Text("—", "dim")
     return Text("success", "green") if success else Text("failure", "red")
+
+
+def kind_text(attrs: dict) -> Text:
+    """A take, a policy trial, or a corrective take (a trial the operator took over)."""
+    if not is_trial(attrs):
+        return Text("take")
+    if attrs.get("corrective"):
+        return Text("corrective", "bold yellow")
+    return Text("trial", "cyan")
+
+
+def judged_text(success: bool | None, attrs: dict) -> Text:
+    """The success label; a trial judged skip says so (it counts in no success figure)."""
+    if is_trial(attrs) and trial_outcome(attrs) == "skip":
+        return Text("skip", "yellow")
+    return success_text(success)
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -50,6 +67,7 @@ class EpisodesScreen(Screen):
         Binding("s", "label(True)", "success"),
         Binding("f", "label(False)", "failure"),
         Binding("u", "label(None)", "unlabel"),
+        Binding("k", "skip", "skip trial"),
         Binding("backspace", "discard", "discard"),
         Binding("escape", "back", "back"),
     ]
@@ -79,8 +97,9 @@ class EpisodesScreen(Screen):
         table.clear()
         for e in self.dataset.episodes():
             flags = [*e.flags, *([self.flags[e.index]] if self.flags.get(e.index) else [])]
-            table.add_row(str(e.index), f"{e.duration_s:.1f} s",
-                          Text(e.status, "dim" if e.status == "discarded" else ""), success_text(e.success),
+            attrs = self._attrs(e.index)
+            table.add_row(str(e.index), kind_text(attrs), f"{e.duration_s:.1f} s",
+                          Text(e.status, "dim" if e.status == "discarded" else ""), judged_text(e.success, attrs),
                           e.task, ", ".join(flags) or Text("ok", "green"), key=str(e.index))
         if table.row_count:
             table.move_cursor(row=min(max(row, 0), table.row_count - 1))
@@ -124,13 +143,32 @@ class EpisodesScreen(Screen):
         if index is not None:
             self.app.open_replay(index)
 
+    def _attrs(self, index: int) -> dict:
+        try:
+            return self.dataset.episode(index).attrs
+        except Exception:  # an episode being written or damaged: shown as a take
+            return {}
+
     def action_label(self, success: bool | None) -> None:
         index = self.selected()
         if index is not None:
-            self.dataset.set_success(index, success)  # one small attribute write
+            if is_trial(self._attrs(index)):  # a trial's judgement, by the operator (u: not judged)
+                record_outcome(self.dataset, index, None if success is None else
+                               Outcome("success" if success else "failure", "", "operator"))
+            else:
+                self.dataset.set_success(index, success)  # one small attribute write
             last = getattr(getattr(self.app, "collector", None), "last", None)
             if last is not None and last.index == index:
                 last.success = success
+            self.reload()
+
+    def action_skip(self) -> None:
+        index = self.selected()
+        if index is not None and is_trial(self._attrs(index)):
+            record_outcome(self.dataset, index, Outcome("skip", "", "operator"))
+            last = getattr(getattr(self.app, "collector", None), "last", None)
+            if last is not None and last.index == index:
+                last.success = None
             self.reload()
 
     def action_discard(self) -> None:

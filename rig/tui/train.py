@@ -17,6 +17,10 @@ from textual.message import Message
 from textual.widgets import OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
+from rig.trials import current_figures, figure_from_dict, lead_line
+
+LEAD_S = 3.0  # the lead line (trials on the arms read from the dataset) is refreshed this often
+
 
 def figures_text(st) -> Text:
     """Success first (the headline), then the success-vs-takes curve and its projection; loss and
@@ -70,9 +74,12 @@ class TrainPanel(Vertical):
             super().__init__()
             self.index = index
 
-    def __init__(self, dataset_path: Path, task: str | None, enabled: bool, **kw):
+    def __init__(self, dataset_path: Path, task: str | None, enabled: bool, policy_file: Path | None = None, **kw):
         super().__init__(**kw)
         self.dataset_path = Path(dataset_path)
+        self.policy_file = policy_file  # the policy `p` runs: its trials on the arms lead (None: none)
+        self._status = None  # the trainer's last status: its estimates follow the arms' trials
+        self.lead = ""  # the lead line shown
         self.train_task = task
         self.enabled = enabled
         self.trainer = None
@@ -82,6 +89,7 @@ class TrainPanel(Vertical):
         self.border_title = "quick-train"
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="train-lead")
         yield Static(Text("quick-train: starts when the rig is ready" if self.enabled else "quick-train: off", "dim"),
                      id="train-status")
         yield ProgressBar(total=1.0, show_eta=False, show_percentage=True, id="train-progress")
@@ -95,6 +103,25 @@ class TrainPanel(Vertical):
         self.query_one(ProgressBar).display = False
         if not self.enabled:
             self._show_unavailable()
+        self.refresh_lead()
+        self.set_interval(LEAD_S, self.refresh_lead)
+
+    def refresh_lead(self) -> None:
+        """The best success signal the rig has, labelled with its kind: trials on the arms of the
+        current policy where there are any, then the real-time and fast sim estimates."""
+        st = self._status
+        estimates = [figure_from_dict(getattr(st, "confirmed", None), "realtime"),
+                     figure_from_dict(getattr(st, "success", None), "fastsim")]
+        try:
+            arms, best = current_figures(self.dataset_path, self.policy_file, estimates)
+        except Exception as exc:  # a dataset being written or a policy being replaced: next time
+            self.query_one("#train-lead", Static).update(Text(f"success: unreadable now ({exc})", "dim"))
+            return
+        self.lead = lead_line(best)
+        line = Text(self.lead, "bold" if best is not None else "dim")
+        if arms is not None and arms.trials and best is not arms:
+            line.append(f"\ntrials on the arms: {arms.text()}")
+        self.query_one("#train-lead", Static).update(line)
 
     def start(self) -> None:
         """Called once the rig is READY: importing torch while the arms are being set up would
@@ -136,6 +163,7 @@ class TrainPanel(Vertical):
         except Exception as exc:
             self.query_one("#train-status", Static).update(Text(f"quick-train status failed: {exc}", "red"))
             return
+        self._status = st
         age = (time.monotonic_ns() - st.updated_ns) / 1e9 if st.updated_ns else None
         head = Text(f"{st.state}", "bold")
         head.append(f"  {st.episodes} episodes  {st.message}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from rich.console import Group
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
@@ -54,12 +55,20 @@ class Banner(Static):
 
 
 class ArmsPanel(Static):
+    """One row of figures per arm; an arm's error in full on its own lines below the table, wrapped
+    to the panel's width (in the table's last column it was cut to a few words)."""
+
     def show(self, arms: list[ArmView]) -> None:
         t = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
         for col in ("arm", "bus", "torque", "V", "°C", "misses"):
             t.add_column(col, no_wrap=True)
-        t.add_column("errors", no_wrap=True, overflow="ellipsis", ratio=1)  # one line; the banner says more
+        t.add_column("errors", no_wrap=True, ratio=1)
+        details = Text()
         for a in arms:
+            if a.errors:
+                details.append("\n" if details else "")
+                details.append(f"{a.name}: ", "bold red")
+                details.append(a.errors, "red")
             torque = "—" if a.torque_on is None else ("on" if a.torque_on else "off")
             t.add_row(
                 a.name,
@@ -69,9 +78,9 @@ class ArmsPanel(Static):
                 "—" if a.temperature_c is None else Text(f"{a.temperature_c}",
                                                           "red" if a.temperature_c >= 70 else ""),
                 str(a.misses),
-                Text(a.errors or "none", "red" if a.errors else "dim"),
+                Text("see below", "red") if a.errors else Text("none", "dim"),
             )
-        self.update(t)
+        self.update(Group(t, details) if details else t)
 
 
 def _bar(frac: float, width: int = 16) -> Text:
