@@ -8,6 +8,10 @@ servo alert checks, stats and tick records. The source can be switched from any 
 (:meth:`ControlLoop.use`); while a policy drives, moving a leader away takes over (the leaders
 drive at once, and the ticks are flagged "takeover").
 
+A source that cannot drive (a policy that raised, a camera it needs with no frames) says why
+in ``source.failure``: the followers hold where their targets are, the loop goes on ticking, and
+the reason is in ``source_failure`` (and the stats) for the app and the CLI.
+
 Rules of the tick: no disk, no UI, no log formatting, no large allocation. Tick k is due at
 t0 + k·period (absolute deadlines, no drift); a late tick is counted as an overrun and missed
 deadlines are skipped rather than bunched.
@@ -124,6 +128,7 @@ class LoopStats:
     takeovers: int = 0  # times an operator took over from a policy by moving a leader
     takeover_tick: int | None = None  # the tick of the last takeover
     source: str = "leaders"  # who drives now
+    source_failure: str | None = None  # why the source driving now cannot (a policy that failed: the followers hold)
     scheduling: str = "normal"  # what the loop thread got from the kernel (rig/realtime.py)
     started_ns: int = 0
     _err: np.ndarray = field(default=None, repr=False)
@@ -171,6 +176,7 @@ class LoopStats:
             "tick_cpu_ms": {"p50": pct(cpu, 50), "p99": pct(cpu, 99)},
             "dropped_records": self.dropped_records,
             "source": self.source,
+            "source_failure": self.source_failure,
             "takeovers": self.takeovers,
             "takeover_tick": self.takeover_tick,
             "scheduling": self.scheduling,
@@ -287,6 +293,10 @@ class ControlLoop:
         """Followers stop and go limp (or hold, if configured); leaders are left limp."""
         self.stop()
         self.join(timeout=2 * _WEDGED_S + 1)  # no tick may use a bus while the followers are made safe
+        self.source.end()
+        pending = self._pending
+        if pending is not None:
+            pending[0].end()
         for w in self.workers:
             w.stop()
         for a in (*self.leaders, *self.followers):
@@ -316,6 +326,12 @@ class ControlLoop:
         self.use(self._fallback())
 
     @property
+    def source_failure(self) -> str | None:
+        """Why the source driving now cannot (one line), e.g. a policy that raised: the followers
+        hold, the loop goes on."""
+        return self.source.failure
+
+    @property
     def replaying(self) -> bool:
         pending = self._pending
         return isinstance(pending[0] if pending is not None else self.source, Replay)
@@ -330,6 +346,8 @@ class ControlLoop:
         return Leaders() if self._has_leaders else Hold()
 
     def _switch(self, source: CommandSource, engage_s: float | None, k: int, now_ns: int) -> None:
+        if source is not self.source:
+            self.source.end()  # e.g. a policy's worker thread stops
         self.source = source
         self._source_code = SOURCE_CODES[source.name]
         self.stats.source = source.name
@@ -435,11 +453,12 @@ class ControlLoop:
             self._switch(self._fallback(), None, k, t_start)
             source = self.source
             wanted = source.target(self, k)
+        failure = self.stats.source_failure = source.failure  # a failed policy holds; the app and CLI say why
         # Target: the source's, blended in from the targets at the switch while engaging, then
         # clamped to the joint limits and to the largest step per tick.
         elapsed_s = (t_start - self._engage_from_ns) / 1e9
         alpha = 1.0 if self._engage_s <= 0 else min(1.0, elapsed_s / self._engage_s)
-        blend = alpha * alpha * (3 - 2 * alpha)  # smoothstep: no jerk at either end
+        blend = alpha * alpha * (3 - 2 * alpha) if failure is None else 1.0  # smoothstep; a failed source holds
         want = self._scratch
         np.subtract(wanted, self.start_pose, out=want)
         want *= blend

@@ -24,7 +24,6 @@ only, and leaves a trial nobody took over out.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 import time
@@ -37,21 +36,12 @@ import numpy as np
 from rig.recording import JOINTS, TakeResult
 from rig.takes import TakeError, Takes
 from rig.ticks import SOURCE_CODES
+from rig.train.policy_file import policy_digest  # the sha256 a trial records
 from rig.train.stats import SuccessFigure
 
 START_SETTLE_S = 0.3  # after the ramp to the policy's start pose, before the take begins
 OUTCOMES = ("success", "failure", "skip")
 OUTCOME_SUCCESS = {"success": True, "failure": False, "skip": None}
-
-
-def policy_digest(path: str | Path) -> str:
-    """The sha256 of a policy file: which policy a trial ran (the file, not its name)."""
-    # TODO(coordinator): rig.train.latest.policy_digest replaces this once the policy-file work merges.
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -249,6 +239,7 @@ class PolicyTrials:
         loop = takes.session.teleop
         start["followers_q"] = np.asarray(loop.follower_q, float).round(5).tolist()
         info = {"path": str(self._loaded[0]) if self._loaded else None, "digest": self.digest,
+                "kind": getattr(policy, "file_meta", {}).get("kind"),  # the policy file's kind
                 "steps": int(getattr(policy, "steps", 0)), "episodes": list(getattr(policy, "episodes", []))}
         reset = getattr(policy, "reset", None)
         if reset is not None and takes.world is not None:

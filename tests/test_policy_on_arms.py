@@ -314,3 +314,137 @@ def test_on_the_simulated_aloha_p_runs_the_policy_and_a_leader_held_aside_takes_
     assert np.all(src[:r] == SOURCE_CODES["policy"]) and np.all(src[r:] == SOURCE_CODES["takeover"])
     eps = {e.index: e for e in EpisodeCache().load(ds_path)}
     assert sorted(eps) == [0, 1, 2] and eps[2].ticks == tick[-1] - tick[r] + 1
+
+
+def test_on_the_simulated_aloha_p_runs_the_latest_quick_policy_after_two_kept_takes(tmp_path):
+    """The done-when of the policy loop: two kept takes, the app's trainer (its quick recipe, a
+    tiny budget) saves its latest policy after the pass, and `p` runs that quick policy on the
+    followers through the one loader, its chunks predicted off the tick."""
+    pytest.importorskip("mujoco")
+    from rig.train.policy_file import policy_digest, read_policy_file
+    from tests.apps import wait_for
+
+    ds_path = tmp_path / "takes.zarr"
+    c = CollectorProcess(CollectOptions(dataset=ds_path, seconds=0, reset_seconds=0.2, train=False,
+                                        policy=latest_policy_path(ds_path)), log_path=tmp_path / "engine.log")
+    try:
+        c.open()
+        wait_for(c, lambda: c.state == State.READY, 120, "READY")
+        for i in (0, 1):  # two takes by the scripted operator, labelled success (too short to finish)
+            c.toggle()
+            wait_for(c, lambda i=i: c.recording and c.episode == i, 20, "recording")
+            time.sleep(3.0)
+            c.toggle()
+            wait_for(c, lambda i=i: c.state == State.REVIEW and c.last.index == i, 20, "saved")
+            c.label(True)
+            wait_for(c, lambda: "marked success" in c.message, 10, "labelled")
+            c.keep()
+            wait_for(c, lambda: c.state == State.READY, 30, "READY")
+        # The app's trainer, as its panel starts it, on a tiny budget: one fast trial, no curve.
+        with BackgroundTrainer(ds_path, budget_s=2, curve=False, fast_trials=1, confirm_trials=0) as trainer:
+            end = time.monotonic() + 300
+            while trainer.status().state not in ("done", "error") and time.monotonic() < end:
+                time.sleep(0.5)
+            st = trainer.status()
+        assert st.state == "done" and st.success is not None, st.message  # the quick recipe ran
+        file = latest_policy_path(ds_path)
+        header = read_policy_file(file)
+        assert header["kind"] == "quick" and header["meta"]["dataset"] == str(ds_path)
+        assert header["meta"]["cameras"] == ["top"] and "reference" in header  # its locator's empty scene
+        digest = policy_digest(file)
+
+        assert c.run_policy() is True
+        wait_for(c, lambda: c.recording and c.episode == 2, 90, "the quick policy's trial recording")
+        time.sleep(3.0)  # the policy drives (its start pose first)
+        c.toggle()
+        wait_for(c, lambda: c.state == State.REVIEW and c.last.index == 2, 20, "the trial saved")
+        assert "policy trial 2 saved" in c.message and "the policy failed" not in c.message, c.message
+        loop = c.snapshot().loop
+        assert loop["source_failure"] is None and loop["ticks"] > 100
+    finally:
+        c.close()
+    a = Dataset(ds_path).episode(2).attrs
+    assert a["trial"] == "policy" and a["policy"]["kind"] == "quick" and a["policy"]["digest"] == digest
+    assert a["judged_by"] == "world" and a["policy_ticks"] > 25  # the world judged it: the policy did not fail
+    s = Dataset(ds_path).episode(2).read_stream(JOINTS)
+    driven = np.asarray(s["action"])[np.asarray(s["source"]) == SOURCE_CODES["policy"]]
+    assert np.ptp(driven, axis=0).max() > 0.01  # the quick policy's chunks moved the followers
+
+
+class RaisingPolicy:
+    """A policy of a kind of its own (registered with the one loader) that drives the waist to
+    0.4 rad for ``after`` predictions, then raises, as a policy with a bug would mid-trial."""
+
+    def __init__(self, after: int):
+        from rig.train.model import PolicyConfig
+
+        self.after = after
+        self.cfg = PolicyConfig(n=4, k=10, cameras=("wrist",), image_hw=(60, 80))
+        self.start_q = None
+        self.calls = 0
+
+    def state(self) -> dict:
+        return {"kind": "raises", "after": self.after}
+
+    def predict_chunk(self, images, q, dq):
+        self.calls += 1
+        if self.calls > self.after:
+            raise RuntimeError("the gripper head diverged")
+        out = np.repeat(q[None], self.cfg.k, 0)
+        out[:, 0] = 0.4
+        return out
+
+
+def test_a_policy_that_raises_mid_trial_holds_the_followers_and_the_trial_fails_with_its_reason(tmp_path, emulated):
+    from rig.train import policy_file
+    from rig.train.policy_file import policy_digest
+    from rig.tui.controller import Collector
+
+    leader, follower = pair_buses(emulated)
+    path = tmp_path / "pair.toml"
+    path.write_text(pair_toml(leader.port, follower.port) + CAMERA)
+    ds_path = tmp_path / "takes.zarr"
+    policy_file.register_kind("raises", lambda st, device: RaisingPolicy(st["after"]))
+    c = Collector(CollectOptions(config=path, dataset=ds_path, seconds=0, reset_seconds=0.1, train=False,
+                                 policy=latest_policy_path(ds_path)))
+
+    def wait(pred, timeout: float, what: str, poll: bool = True) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not pred():
+            if poll:
+                c.poll()  # what the app does a few times a second
+            time.sleep(0.05)
+        assert pred(), f"timed out waiting for {what}: {c.state} {c.message}"
+
+    try:
+        save_latest(RaisingPolicy(after=25), ds_path)  # one warm-up prediction at load, 24 in the trial (~2.5 s)
+        c.open()
+        wait(lambda: c.state == State.READY, 60, "READY")
+        c.run_policy()
+        wait(lambda: c.recording and c.trials.source is not None, 30, "the trial", poll=False)
+        wait(lambda: c.trials.failure() is not None, 30, "the policy's failure", poll=False)
+        loop = c.takes.session.teleop
+        why = c.trials.failure()
+        assert why == "the policy stopped: it raised RuntimeError: the gripper head diverged; the followers hold"
+        assert loop.source_failure == why
+        wait(lambda: loop.stats.summary()["source_failure"] == why, 5, "the loop's next tick", poll=False)
+        assert waist(follower, "goal_position") > 0.1  # the policy had driven the waist out
+        time.sleep(0.1)
+        goals = [s.get("goal_position") for s in follower.servos]
+        ticks = loop.stats.ticks
+        time.sleep(1.5)
+        assert [s.get("goal_position") for s in follower.servos] == goals  # the followers hold
+        assert loop.stats.ticks > ticks + 25 and loop.running and loop.fault is None  # the loop goes on
+        assert c.state == State.RECORDING  # the app ends the trial at its next poll
+        wait(lambda: c.state == State.REVIEW, 20, "the failed trial saved")
+        assert f"the policy failed ({why}): a failure" in c.message, c.message
+        a = Dataset(ds_path).episode(0).attrs
+        assert a["trial"] == "policy" and a["success"] is False and a["outcome"] == "failure"
+        assert a["outcome_reason"] == f"the policy failed: {why}" and a["judged_by"] == "rig"
+        assert a["policy"]["kind"] == "raises" and a["policy"]["digest"] == policy_digest(latest_policy_path(ds_path))
+        c.keep()
+        wait(lambda: c.state == State.READY, 20, "READY again")  # the rig goes on: the leaders drive
+        assert loop.source_failure is None and loop.running
+    finally:
+        c.close()
+        policy_file.KINDS.pop("raises", None)

@@ -51,6 +51,11 @@ def run(args) -> int:
         print("rig: --seconds must be >= 0", file=sys.stderr)
         return 2
     config = load_config(args.config)
+    if args.policy is not None:
+        from rig.train.policy_file import read_policy_file
+
+        # a file `p` could not run: one line now, not after the rig started (exit 2)
+        read_policy_file(args.policy, retrain=f"`rig train {args.dataset} --save {args.policy}`")
     preflight(config)  # e.g. a hardware gripper not plugged in: one line, no app
     # Quick-train learns the followers' actions: a handheld rig alone has none to learn.
     train = args.train if args.train is not None else (train_default() and bool(config.followers))

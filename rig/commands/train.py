@@ -67,7 +67,7 @@ def register(subparsers) -> None:
                         "harness' reference: what right actions score)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--save", type=Path, default=None, metavar="PATH", help="save the trained policy (torch.save)")
+    p.add_argument("--save", type=Path, default=None, metavar="PATH", help="save the trained policy as a policy file (what `rig collect --policy` and `p` load)")
     p.set_defaults(func=run)
 
 
@@ -159,8 +159,9 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps({**report.to_dict(), **lead}, indent=1))
         print(f"report: {args.json}")
     if args.save is not None:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(policy.state(), args.save)
+        from rig.train.policy_file import save_policy
+
+        save_policy(policy, args.save, dataset=args.dataset)  # the one format `rig collect --policy` loads
         print(f"policy: {args.save}")
     sys.stdout.flush()
     return 0
@@ -273,10 +274,9 @@ def run_quick(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=1, default=_jsonable))
         print(f"report: {args.json}")
     if args.save is not None and policy is not None:
-        import torch
+        from rig.train.policy_file import save_policy
 
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(policy.state(), args.save)
+        save_policy(policy, args.save, dataset=args.dataset)  # the one format `rig collect --policy` loads
         print(f"policy: {args.save}")
     sys.stdout.flush()
     return 0

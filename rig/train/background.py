@@ -293,6 +293,10 @@ class _Worker:
             self.post(force=stage != self.last.stage or stage == "done", **changes)
 
         rep, policy = run_quick(self.path, self.task, rc, progress=progress, should_stop=self.interrupted)
+        if policy is not None:  # after every pass, whichever recipe: `p` in the app runs the latest
+            from rig.train.latest import save_latest
+
+            save_latest(policy, self.path)
         if policy is not None and self.confirm_trials > 0 and rep.get("task") and not self.interrupted():
             from rig.train.rollout import evaluate_in_sim
 

@@ -78,17 +78,10 @@ def _replay(task: str, takes: list, config: str) -> dict[int, bool]:
 
 
 def _policy_from_state(state: dict):
-    if state.get("kind") == "scripted":
-        from rig.train.rollout import ScriptedPolicy
+    """The policy a state describes, through the policy file's one registry of kinds."""
+    from rig.train.policy_file import KINDS
 
-        return ScriptedPolicy(state["task"], k=state.get("k", 20))
-    if state.get("kind") == "quick":
-        from rig.train.quick import QuickPolicy
-
-        return QuickPolicy.from_state(state)
-    from rig.train.trainer import TrainedPolicy
-
-    return TrainedPolicy.from_state(state)
+    return KINDS[state.get("kind") or "visuomotor"](state, "cpu")
 
 
 def _run(state: dict, task: str, seeds: list[int], seconds: float, config: str) -> list[dict]:

@@ -198,7 +198,8 @@ def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, e
         loop.use(Pose(np.asarray(policy.start_q, float)), engage_s=ENGAGE_S)
         _run_loop(loop, ENGAGE_S + SETTLE_S)
     loop.stats = LoopStats(loop.config.rate_hz)  # the trial's own figures
-    loop.use(PolicySource(policy, cams, execute, ensemble), engage_s=0.0)
+    source = PolicySource(policy, cams, execute, ensemble)  # predicts on its worker, off the loop's tick
+    loop.use(source, engage_s=0.0)
     done = threading.Event()
     stop = threading.Event()
     t_success: list[float] = []
@@ -206,8 +207,8 @@ def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, e
 
     def watch():  # the world answers over a pipe: keep that round trip off the control loop
         while not stop.is_set():
-            if should_stop is not None and should_stop():
-                done.set()  # ends the trial: the caller has something newer to do
+            if should_stop is not None and should_stop() or source.failure is not None:
+                done.set()  # ends the trial: the caller has something newer to do, or the policy failed
                 return
             try:
                 if world.success():
@@ -225,6 +226,8 @@ def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, e
     finally:
         stop.set()
         watcher.join(timeout=2)
+    if source.failure is not None:  # the followers held; a policy that raises is not a measurement
+        raise TrainError(f"trial of seed {seed}: {source.failure}")
     s = loop.stats
     ok = bool(t_success)
     return TrialResult(seed, ok, round(t_success[0], 2) if ok else None, s.ticks, s.skipped, s.late,

@@ -80,7 +80,7 @@ class TrainedPolicy:
 
     def state(self) -> dict:
         """Everything needed to run the policy again (torch.save-able)."""
-        return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+        return {"kind": "visuomotor", "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "norm": self.norm.to_dict(), "cfg": self.cfg.to_dict(),
                 "joints": {"names": list(self.joints.names), "gripper": list(self.joints.gripper)},
                 "steps": self.steps, "episodes": self.episodes,
