@@ -92,7 +92,8 @@ def trial_outcome(attrs: dict[str, Any]) -> str | None:
 
 def arm_trials(dataset: Any, digest: str | None) -> SuccessFigure:
     """Trials on the arms of the policy with ``digest`` (the file's sha256): its judged trial
-    episodes in ``dataset`` (a path or an open Dataset), discarded ones and skips left out."""
+    episodes in ``dataset`` (a path or an open Dataset), discarded ones and skips left out; a
+    corrective take (taken over) is the policy's failure, whoever finished it."""
     from recorder import Dataset
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
@@ -104,6 +105,8 @@ def arm_trials(dataset: Any, digest: str | None) -> SuccessFigure:
         if not is_trial(attrs) or (attrs.get("policy") or {}).get("digest") != digest:
             continue
         out = trial_outcome(attrs)
+        if out == "success" and attrs.get("corrective"):
+            out = "failure"  # someone took over and finished it: the policy did not, by itself
         if out in ("success", "failure"):
             n += 1
             ok += out == "success"

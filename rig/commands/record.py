@@ -27,6 +27,12 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the first episode (default from config)")
     p.add_argument("--button", action="store_true",
                    help="handheld: the gripper's record button starts and stops each take (--seconds caps it)")
+    p.add_argument("--corrective", action="store_true",
+                   help="simulated rig: the policy drives each take and the scripted corrector takes over with the "
+                        "leaders when it falls behind the demonstrations (a corrective take); a take the policy "
+                        "finishes by itself is kept as a trial")
+    p.add_argument("--policy", type=Path, default=None, metavar="PATH",
+                   help="with --corrective: the policy file (default: quick-train's latest beside the dataset)")
     p.set_defaults(func=run)
 
 
@@ -49,6 +55,8 @@ def run(args) -> int:
 
         args.seconds = get_task(takes.sim_task).trial_s if takes.sim_task else 20.0
     signal.signal(signal.SIGTERM, _interrupt)
+    if args.corrective:
+        return _run_corrective(args, config, takes)
     seed0 = takes.seed
     kept = 0
     try:
@@ -89,6 +97,95 @@ def run(args) -> int:
     if takes.compactor is not None and kept:
         _finish_compaction(takes, args.dataset)
     return 0
+
+
+CORRECTOR_POLL_S = 0.25  # how often the corrector looks at the world
+SETTLE_S = 0.5  # after a reset, before the policy looks at the scene
+CORRECTION_CAP_S = 60.0  # a correction that has not finished by then ends the take
+
+
+def _run_corrective(args, config, takes: Takes) -> int:
+    """``--corrective``: each take starts with the policy driving (rig/trials.py PolicyTrials, the
+    loop `rig trial` uses); the scripted corrector (rig/sim/corrector.py) takes over when needed."""
+    from rig.sim.tasks import get_task
+    from rig.trials import PolicyTrials, mark_trial, preload_torch
+
+    if config.sim is None or takes.sim_task is None:
+        print(f"rig: --corrective needs the simulated rig (a world whose scripted corrector can take over); "
+              f"{config.name} has none", file=sys.stderr)
+        return 2
+    if args.button:
+        print("rig: --corrective and --button do not go together", file=sys.stderr)
+        return 2
+    spec = get_task(takes.sim_task)
+    trials = PolicyTrials(takes, args.policy)
+    preload_torch()  # before the loop runs: importing torch then would stall its ticks
+    policy = trials.load()  # a missing or foreign policy file: one line, before anything moves
+    seed0, kept, corrected = takes.seed, 0, 0
+    try:
+        takes.open()
+        for warning in takes.warnings:
+            print(f"rig: warning: {warning}", file=sys.stderr)
+        _wait(takes, config.safety.engage_seconds)
+        for i in range(args.episodes):
+            takes.reset(seed0 + i)
+            _wait(takes, SETTLE_S)
+            print(f"seed {seed0 + i}: the policy drives, the corrector watches ...", flush=True)
+            result, marks, corrector = corrective_take(takes, trials, policy, spec, args.seconds)
+            index = result.index
+            kept += 1
+            if marks.corrective:
+                corrected += 1
+                what = (f"taken over at {corrector.took_over_s:.1f} s ({corrector.reason}); corrective from row "
+                        f"{marks.takeover_tick}, " + ("finished" if result.success else "not finished"))
+            elif corrector.state != "watching":
+                what = "the corrector moved the leaders but the loop saw no takeover (not corrective)"
+            else:
+                what = "the policy " + ("finished by itself: a trial" if result.success else "did not finish")
+            print(f"episode {index}: {what}, {result.duration_s:.1f} s", flush=True)
+            if i + 1 < args.episodes:
+                _wait(takes, args.reset_seconds)
+    except KeyboardInterrupt:
+        if trials.active:
+            print("\ninterrupted: the take in progress is kept as 'recovered'", file=sys.stderr)
+    finally:
+        index = trials.index
+        takes.close(status="recovered", note="the session closed while recording")
+        if index is not None and takes.dataset is not None:
+            mark_trial(takes, index)
+    print(f"{kept} episode(s) in {args.dataset}, {corrected} corrective")
+    return 0
+
+
+def corrective_take(takes: Takes, trials, policy, spec, seconds: float):
+    """One take: the policy drives (``trials.begin``), the scripted corrector watches and takes
+    over when it falls behind, the world judges. A takeover makes it corrective (``trials.end``
+    marks it; its outcome says the correction's). Returns (TakeResult, TrialMarks, Corrector)."""
+    from rig.sim.corrector import Corrector
+    from rig.trials import Outcome, record_outcome
+
+    trials.begin(policy)
+    corrector = _watch(takes, Corrector(takes.world, spec), seconds)
+    result, marks = trials.end(judge=True)
+    if marks.corrective:
+        record_outcome(takes, result.index, Outcome("success" if result.success else "failure",
+                                                    f"corrected: {corrector.reason}", "world"))
+    return result, marks, corrector
+
+
+def _watch(takes: Takes, corrector, seconds: float):
+    """The policy drives while the corrector watches, until the policy finishes, the time is up
+    without a takeover, or the correction has been played out."""
+    t0 = time.monotonic()
+    while True:
+        t = time.monotonic() - t0
+        state = corrector.step(t)
+        if state == "watching" and (corrector.done_by_policy or t >= seconds):
+            return corrector
+        if corrector.finished or t >= seconds + CORRECTION_CAP_S:
+            _wait(takes, 0.5)  # the world settles: the success check sees it resting
+            return corrector
+        _wait(takes, CORRECTOR_POLL_S)
 
 
 def _finish_compaction(takes: Takes, dataset: Path) -> None:

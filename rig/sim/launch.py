@@ -90,6 +90,11 @@ class WorldHandle:
         """Hold leader ``arm`` at 6 joint angles (rad) + gripper opening 0..1 (operator off)."""
         self._call("set_leader_pose", arm, [float(v) for v in q])
 
+    def take_over(self, phase: str) -> dict:
+        """The scripted operator takes over from where the arms and objects are: ``release`` (let
+        go, back up) or ``finish`` (re-plan the rest of the task); returns operator_status()."""
+        return self._call("take_over", phase)
+
     def operator_status(self) -> dict:
         return self._call("operator_status")
 

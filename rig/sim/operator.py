@@ -22,12 +22,14 @@ import numpy as np
 from .hardware import leader_gripper_from_opening
 from .kinematics import ArmIK
 from .scene import SIDES, START_ARM_POSE, SimScene
-from .tasks import get_task
+from .tasks import ObjectPose, get_task
 
 PLAN_DT = 0.01  # s between planned samples (the world interpolates between them)
 OPEN, CLOSED = 1.0, 0.0
 FINGERTIP_X = 0.154  # finger pad tips along the gripper's pointing axis (gripper_link frame)
 MISS_HEIGHT = 0.06  # a too-early close happens this far above the right grasp height
+TAKEOVER_SETTLE_S = 1.0  # taking over: the leaders reach the followers' pose before the plan moves
+RELEASE_RISE = 0.05  # taking over: after letting go, each gripper backs up this far (m)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +107,10 @@ def _tremor(rng: np.random.Generator, n: int, dt: float, joints: int) -> np.ndar
 class ArmTrack:
     """Builds one arm's task-space script, then its joint trajectory."""
 
-    def __init__(self, ik: ArmIK, start: Key):
+    def __init__(self, ik: ArmIK, start: Key, q0: np.ndarray | None = None):
         self.ik = ik
         self.keys: list[Key] = [start]
+        self.q0 = np.array(START_ARM_POSE if q0 is None else q0, float)  # the joints at the start key
         self.worst_ik = 0.0  # largest grasp-point error of the IK along the plan (m)
 
     def go(self, duration: float, pos, R, opening: float, hold: float = 0.0, straight: bool = False) -> None:
@@ -124,7 +127,7 @@ class ArmTrack:
     def _key_joints(self) -> list[np.ndarray]:
         """IK at every key, each warm-started from the one before (restarts if it gets stuck)."""
         rng = np.random.default_rng(0)  # restarts are part of the solver, not of the person
-        out = [np.array(START_ARM_POSE)]
+        out = [self.q0.copy()]
         for k in self.keys[1:]:
             best, best_err = self.ik.solve(k.pos, k.R, out[-1], iters=200)
             tries = 0
@@ -178,13 +181,27 @@ class ArmTrack:
         return q, opening
 
 
-class ScriptedOperator:
-    """Plans leader trajectories for a task from a seed (deterministic)."""
+@dataclass(frozen=True)
+class ArmsNow:
+    """Where a take is now, as a person taking over sees it: each follower's 6 joint angles (rad)
+    and gripper opening (0 closed .. 1 open), in SIDES order, and where the objects are."""
 
-    def __init__(self, task: str, seed: int, scene: SimScene | None = None, retry_rate: float = 0.3):
+    joints: np.ndarray  # (2, 6)
+    opening: np.ndarray  # (2,)
+    objects: list[ObjectPose]
+
+
+class ScriptedOperator:
+    """Plans leader trajectories for a task from a seed (deterministic). ``now``: plan from a
+    take in progress (the arms and objects where they are) instead of the task's start."""
+
+    def __init__(self, task: str, seed: int, scene: SimScene | None = None, retry_rate: float = 0.3,
+                 now: ArmsNow | None = None):
         self.task, self.seed = task, seed
         self.spec = get_task(task)
-        self.poses = self.spec.start_poses(seed)  # where the objects start: what the person sees
+        self.now = now
+        # where the objects are: what the person sees (the seed's start poses, or as they are now)
+        self.poses = self.spec.start_poses(seed) if now is None else list(now.objects)
         self.scene = scene if scene is not None and scene.task == task else SimScene(task)
         self.retry_rate = retry_rate
         self.rng = np.random.default_rng([seed, 0x0FE7])
@@ -215,9 +232,19 @@ class ScriptedOperator:
             return True
         return False
 
-    def _start(self, ik: ArmIK) -> Key:
-        pos, R = ik.pose(np.array(START_ARM_POSE))
-        return Key(0.0, pos, R, OPEN * 0.35, hold=self.rng.uniform(0.3, 0.8))
+    def _start(self, ik: ArmIK, k: int) -> Key:
+        if self.now is None:
+            pos, R = ik.pose(np.array(START_ARM_POSE))
+            return Key(0.0, pos, R, OPEN * 0.35, hold=self.rng.uniform(0.3, 0.8))
+        # taking over: the leaders first match the followers (the world eases them there over
+        # OPERATOR_BLEND_S), then the person looks before moving
+        pos, R = ik.pose(self.now.joints[k])
+        return Key(0.0, pos, R, float(self.now.opening[k]), hold=TAKEOVER_SETTLE_S + self.rng.uniform(0.2, 0.5))
+
+    def _tracks(self) -> dict[str, ArmTrack]:
+        iks = {side: ArmIK(self.scene, side) for side in SIDES}
+        q0 = self.now.joints if self.now is not None else [None, None]
+        return {side: ArmTrack(iks[side], self._start(iks[side], k), q0[k]) for k, side in enumerate(SIDES)}
 
     def pick(self, arm: ArmTrack, target: np.ndarray, R: np.ndarray, name: str) -> None:
         """Hover, (maybe a too-early close and retry), descend, close, lift."""
@@ -235,9 +262,26 @@ class ScriptedOperator:
         self.note(arm.end_time, f"{name}: grasped")
 
     def plan(self) -> LeaderPlan:
-        iks = {side: ArmIK(self.scene, side) for side in SIDES}
-        tracks = {side: ArmTrack(iks[side], self._start(iks[side])) for side in SIDES}
+        """The task, from the start (or from ``now``: the rest of it, as a person would redo it)."""
+        tracks = self._tracks()
         self.spec.operate(self, tracks["left"], tracks["right"])
+        return self._sample(tracks)
+
+    def release(self) -> LeaderPlan:
+        """Taking over, first: open both grippers where they are and back up, so whatever the
+        policy held comes to rest where it can be picked up again (``now`` is required)."""
+        if self.now is None:
+            raise ValueError("release() plans from a take in progress: give now=ArmsNow(...)")
+        tracks = self._tracks()
+        for track in tracks.values():
+            last = track.keys[-1]
+            track.grip(OPEN, self.dur(0.5), hold=self.dur(0.2))
+            track.go(self.dur(0.8), last.pos + np.array([0.0, 0.0, RELEASE_RISE]), last.R, OPEN,
+                     hold=self.dur(0.8), straight=True)
+        self.note(max(t.end_time for t in tracks.values()), "let go, waiting for things to settle")
+        return self._sample(tracks)
+
+    def _sample(self, tracks: dict[str, ArmTrack]) -> LeaderPlan:
         total = max(t.end_time for t in tracks.values()) + 0.5
         n = int(round(total / PLAN_DT)) + 1
         q = np.zeros((n, 2, 7))
@@ -251,3 +295,18 @@ class ScriptedOperator:
 
 def plan_episode(task: str, seed: int, scene: SimScene | None = None, retry_rate: float = 0.3) -> LeaderPlan:
     return ScriptedOperator(task, seed, scene, retry_rate).plan()
+
+
+def arms_now(scene: SimScene) -> ArmsNow:
+    """The followers and objects as they are in ``scene`` (what a person taking over sees)."""
+    from .hardware import FINGER_CLOSED_M, FINGER_OPEN_M
+
+    q = np.array([scene.arm_qpos(side) for side in SIDES])
+    opening = np.clip((q[:, 6] - FINGER_CLOSED_M) / (FINGER_OPEN_M - FINGER_CLOSED_M), 0.0, 1.0)
+    objects = []
+    for o in scene.spec.objects:
+        pos = scene.body_pos(o.body)
+        R = scene.data.xmat[scene.model.body(o.body).id].reshape(3, 3)
+        objects.append(ObjectPose(o.body, (float(pos[0]), float(pos[1]), float(pos[2])),
+                                  float(np.arctan2(R[1, 0], R[0, 0]))))
+    return ArmsNow(q[:, :6], opening, objects)

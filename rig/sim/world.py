@@ -359,6 +359,26 @@ class World:
         self._apply_operator_mode()
         return self.operator_status()
 
+    def _take_over(self, phase: str) -> dict:
+        """The scripted operator takes over a take in progress from where the followers and the
+        objects are (rig/sim/corrector.py): ``release`` lets go and backs up; ``finish`` re-plans
+        the rest of the task. The leaders ease from where they are into the new plan, whose first
+        pose is the followers' (~0.3-1 s of planning: the physics pauses meanwhile)."""
+        from .operator import ScriptedOperator, arms_now
+
+        if phase not in ("release", "finish"):
+            raise ValueError(f"take_over: phase is release or finish, not {phase!r}")
+        op = ScriptedOperator(self.scene.task, self.config.seed, self.scene, now=arms_now(self.scene))
+        self.plan = op.release() if phase == "release" else op.plan()
+        for arm in self.arms.values():
+            if not arm.follower:
+                arm.blend_from = arm.last.copy() if self.operator_enabled else arm.present_joints()
+        self.blend_until = self.scene.data.time + OPERATOR_BLEND_S
+        self.operator_enabled = True
+        self.operator_t0 = self.scene.data.time
+        self._apply_operator_mode()
+        return {**self.operator_status(), "retries": self.plan.retries}
+
     def operator_status(self) -> dict:
         t = self.scene.data.time - self.operator_t0
         duration = self.plan.duration if self.plan else 0.0
@@ -433,6 +453,8 @@ class World:
             return self.scene.success()
         if op == "set_operator":
             return self.set_operator(*args)
+        if op == "take_over":
+            return self._take_over(*args)
         if op == "operator_status":
             return self.operator_status()
         if op == "set_leader_pose":

@@ -43,24 +43,33 @@ def label_starts(dataset: Dataset, indices: Iterable[int]) -> dict[int, int | No
     return {i: label_start(dataset.episode(i).attrs) for i in indices}
 
 
-def from_tick(e: Any, attrs_or_ns: dict[str, Any] | int | None) -> Any | None:
-    """An ``EpisodeData`` cut to its labelled ticks: a corrective take from its takeover on (the
-    state there is the policy's, the actions the operator's). None when nothing is left.
+def label_row(e: Any, attrs_or_ns: dict[str, Any] | int | None) -> int:
+    """The first row of an episode's tick grid (``EpisodeData`` or ``QuickEpisode``: its t_s,
+    rate_hz and t0_ns) whose action is a label: the takeover's, else 0; ``e.ticks`` when none is.
 
     ``attrs_or_ns``: the episode's metadata (or the takeover deadline in ns). The trainer's tick
     grid repeats skipped ticks, so the takeover is found by its time on that grid, not its row."""
     t_ns = attrs_or_ns.get(TAKEOVER_NS_KEY) if isinstance(attrs_or_ns, dict) else attrs_or_ns
     if t_ns is None:
-        return e
+        return 0
     period_ns = 1e9 / e.rate_hz
     grid_ns = e.t0_ns + np.round(np.asarray(e.t_s, np.float64) * 1e9)
-    start = int(np.searchsorted(grid_ns, int(t_ns) - period_ns / 2))
+    return int(np.searchsorted(grid_ns, int(t_ns) - period_ns / 2))
+
+
+def from_tick(e: Any, attrs_or_ns: dict[str, Any] | int | None) -> Any | None:
+    """An ``EpisodeData`` cut to its labelled ticks: a corrective take from its takeover on (the
+    state there is the policy's, the actions the operator's). None when nothing is left."""
+    start = label_row(e, attrs_or_ns)
+    if start == 0:
+        return e
     if start >= e.ticks:
         return None
+    grid_ns = e.t0_ns + np.round(np.asarray(e.t_s, np.float64) * 1e9)
     return replace(e, q=e.q[start:], dq=e.dq[start:], action=e.action[start:], t_s=e.t_s[start:] - e.t_s[start],
                    frame_of_tick={c: r[start:] for c, r in e.frame_of_tick.items()},
                    t0_ns=int(grid_ns[start]))
 
 
-__all__ = ["CORRECTIVE_KEY", "TAKEOVER_NS_KEY", "TAKEOVER_TICK_KEY", "TRIAL_KEY", "from_tick", "label_start",
+__all__ = ["CORRECTIVE_KEY", "TAKEOVER_NS_KEY", "TAKEOVER_TICK_KEY", "TRIAL_KEY", "from_tick", "label_row", "label_start",
            "label_starts"]

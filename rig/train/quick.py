@@ -124,6 +124,9 @@ class QuickEpisode:
     joints: JointInfo
     task: str = ""
     rate_hz: float = RATE_HZ
+    # the first row whose action is a label: a corrective take's takeover (rig/train/corrective.py);
+    # the rows before it are the policy's (context for the phase, never a sample)
+    label_from: int = 0
 
     @property
     def ticks(self) -> int:
@@ -139,12 +142,19 @@ def load_quick_episodes(path, task: str | None, camera: str = "top", hw: tuple[i
                         need_camera: bool = True) -> list[QuickEpisode]:
     """Joint streams and the first frame of ``camera`` of every kept episode (only that frame is decoded)."""
     from recorder import Dataset
+    from rig.train.corrective import label_row, label_starts
     from rig.train.data import kept_episodes, load_episode
 
     ds = Dataset(path)
     out = []
-    for i in kept_episodes(ds, task):
+    starts = label_starts(ds, kept_episodes(ds, task))
+    for i, start in starts.items():
+        if start is None:  # a policy trial nobody corrected: not a demonstration
+            continue
         e = load_episode(ds, i, cameras=[])
+        label_from = label_row(e, ds.episode(i).attrs) if start else 0
+        if label_from >= e.ticks:
+            continue
         first = None
         if need_camera:
             ep = ds.episode(i)
@@ -157,7 +167,8 @@ def load_quick_episodes(path, task: str | None, camera: str = "top", hw: tuple[i
                 raise TrainError(f"episode {i} has no frame of camera {camera!r}; discard it or record again")
             w, h = jpeg_size(blobs[0])
             first = decode_small(blobs[0], hw, reduction(w, h, hw))
-        out.append(QuickEpisode(i, e.seed, e.success, e.q, e.dq, e.action, e.t_s, first, e.joints, e.task, e.rate_hz))
+        out.append(QuickEpisode(i, e.seed, e.success, e.q, e.dq, e.action, e.t_s, first, e.joints, e.task, e.rate_hz,
+                                label_from))
     return out
 
 
@@ -464,6 +475,12 @@ def _make_net(qcfg: QuickConfig, joints: JointInfo, stats: QuickStats) -> QuickN
 
 # ---- training -------------------------------------------------------------------------------------------
 
+def sample_rows(eps: Sequence[QuickEpisode]) -> np.ndarray:
+    """The rows (of the takes' concatenated ticks) training samples from: every row of a
+    demonstration, a corrective take's from its takeover on (``label_from``)."""
+    return np.flatnonzero(np.concatenate([np.arange(e.ticks) >= e.label_from for e in eps]))
+
+
 def _phase_rows(e: QuickEpisode, tracker: PhaseTracker, grip_idx: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Phase at every tick of a take, from the command sent the tick before (at the first tick,
     the grippers' measured state, as live before the first prediction)."""
@@ -537,11 +554,13 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
     avg = copy.deepcopy(net) if cfg.ema > 0 else None
     avg_p = list(avg.parameters()) if avg is not None else []
     net_p = list(net.parameters())
-    n = len(q)
+    rows = sample_rows(eps)
+    rows_t = T(rows).to(device)
+    n = len(rows)
 
     class Steps:  # the quick recipe's step for the one step loop (rig.train.steps)
         def step(self, lr: float, s: int) -> float:
-            idx = T(rng.integers(0, n, cfg.batch)).to(device)
+            idx = rows_t[T(rng.integers(0, n, cfg.batch)).to(device)]
             rest = torch.cat([x_dq[idx], x_obj[idx], x_phase[idx]], 1)
             xs = []
             for _ in range(cfg.members):  # the copycat guard: the state is not exact (a draw per member)
@@ -633,5 +652,5 @@ def quick_errors(policy: QuickPolicy, eps: Sequence[QuickEpisode], every: int = 
             "mean_action_gripper_error": round(float(mean[~arm].mean()), 2)}
 
 
-__all__ = ["JOINTS", "QuickConfig", "QuickEpisode", "QuickPolicy", "load_quick_episodes", "train_quick",
+__all__ = ["JOINTS", "QuickConfig", "QuickEpisode", "QuickPolicy", "load_quick_episodes", "sample_rows", "train_quick",
            "quick_errors", "gripper_levels", "PhaseTracker"]

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 from drivers.errors import RigError
 
-from .spec import ObjectPose, ObjectSpec, TaskSpec, UnknownTask
+from .spec import ObjectPose, ObjectSpec, Positions, Stage, TaskSpec, UnknownTask
 
-__all__ = ["DEFAULT_TASK", "TASKS", "ObjectPose", "ObjectSpec", "TaskSpec", "UnknownTask", "apply_recipe",
+__all__ = ["DEFAULT_TASK", "TASKS", "ObjectPose", "ObjectSpec", "Positions", "Stage", "TaskSpec", "UnknownTask", "apply_recipe",
            "get_task", "simulated_task", "task_names"]
 
 DEFAULT_TASK = "transfer_cube"

@@ -8,7 +8,7 @@ name); the world, the operator, the trainers and the error messages read it from
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,18 @@ class ObjectSpec:
     z: float  # the height of its origin when it rests on the table (m)
 
 
+Positions = Mapping[str, Sequence[float]]  # each object's body name -> its position (m, world frame)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A point the scripted demonstrations reach by ``deadline_s`` (from the take's start): their
+    slowest over seeds 0-7 (``python -m rig.sim.corrector --measure TASK``) plus a margin."""
+
+    name: str  # what is done by then, in the rig's words ("the cube lifted")
+    deadline_s: float
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str  # the module's name: what `--task` and a take's task field say
@@ -62,6 +74,12 @@ class TaskSpec:
     # QuickConfig fields that differ from the defaults for this task (e.g. {"q_noise": 0.1}); the
     # command line's own flags win over them.
     recipe: Mapping[str, Any] = field(default_factory=dict)
+    # Where a trial should be by when (the corrector takes over when it falls behind): the stages in
+    # order, the last one the world's success check; ``progress`` says how many of the others the
+    # object positions show reached (or passed: a stage's check holds after it, so a dropped
+    # object counts as falling back). No stages: the corrector never takes over.
+    stages: tuple[Stage, ...] = ()
+    progress: Callable[[Positions], int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipe", MappingProxyType(dict(self.recipe)))
@@ -75,6 +93,18 @@ class TaskSpec:
         rng = np.random.default_rng([seed, 0x5E])
         return [ObjectPose(o.body, (float(rng.uniform(*o.x)), float(rng.uniform(*o.y)), o.z))
                 for o in self.objects]
+
+    def behind(self, positions: Positions, t_s: float, done: bool = False) -> str | None:
+        """Why a trial at ``t_s`` s with the objects at ``positions`` falls behind what the
+        demonstrations do (one line), or None while it keeps up. ``done``: the world's success
+        check holds (every stage reached)."""
+        if done or not self.stages or self.progress is None:
+            return None
+        reached = min(self.progress(positions), len(self.stages) - 1)
+        for i, stage in enumerate(self.stages):
+            if stage.deadline_s <= t_s and i >= reached:
+                return f"{stage.name}: not done at {t_s:.1f} s (the demonstrations are by {stage.deadline_s:g} s)"
+        return None
 
     def quick_overrides(self) -> dict[str, Any]:
         """The QuickConfig fields this task sets: how many objects the locator finds, and the recipe."""

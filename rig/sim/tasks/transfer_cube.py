@@ -8,7 +8,7 @@ import numpy as np
 
 from ..kinematics import GRASP_POINT, frame, top_down
 from ..operator import CLOSED, FINGERTIP_X, OPEN
-from .spec import ObjectSpec, TaskSpec
+from .spec import ObjectSpec, Positions, Stage, TaskSpec
 
 if TYPE_CHECKING:
     from ..operator import ArmTrack, ScriptedOperator
@@ -27,6 +27,14 @@ def success(scene: SimScene) -> bool:
     held_right = scene.touches("red_box", "vx300s_right/10_")
     on_table = scene.touches("red_box", "table")
     return held_left and not held_right and not on_table and scene.body_pos("box")[2] > 0.05
+
+
+def progress(p: Positions) -> int:
+    """0: the cube on the table; 1: lifted; 2: up at (or past, to the left of) the handover point."""
+    x, _, z = p["box"]
+    if z <= 0.05:
+        return 0
+    return 2 if z > 0.205 and x < 0.08 else 1
 
 
 def operate(op: ScriptedOperator, L: ArmTrack, R: ArmTrack) -> None:
@@ -73,4 +81,7 @@ TASK = TaskSpec(
     success=success,
     operate=operate,
     trial_s=20.0,
+    # demonstrations (seeds 0-7): grasped by 4.1-8.3 s, the left took it by 9.3-15.1 s, done by 18.5 s
+    stages=(Stage("the cube lifted", 11.0), Stage("the cube at the handover", 15.5), Stage("handed over", 19.5)),
+    progress=progress,
 )
