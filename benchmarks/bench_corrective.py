@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-seed", type=int, default=40_000, help="the M evaluation seeds start here")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's budget)")
     p.add_argument("--train-seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads for training (default: torch's)")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_corrective"), help="scratch folder (replaced)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "corrective.json")
     args = p.parse_args(argv)
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
     train = ["--no-curve", "--fast-trials", "0", "--seed", str(args.train_seed),
-             *(["--steps", str(args.steps)] if args.steps else [])]
+             *(["--steps", str(args.steps)] if args.steps else []),
+             *(["--threads", str(args.threads)] if args.threads else [])]
     t0 = time.monotonic()
     figures: dict[str, SuccessFigure] = {}
     collected: dict[str, dict] = {}
