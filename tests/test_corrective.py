@@ -181,3 +181,14 @@ def test_the_quick_recipe_samples_a_corrective_take_from_its_takeover_on(correct
         mine = rows[(rows >= offset) & (rows < offset + e.ticks)] - offset
         assert mine[0] == e.label_from and len(mine) == e.ticks - e.label_from
         offset += e.ticks
+
+
+def test_corrective_recording_off_the_simulated_rig_is_one_line_and_exit_2(tmp_path, capsys):
+    from rig.cli import main
+
+    data = tmp_path / "takes.zarr"
+    assert main(["record", "--corrective", "--config", "aloha", "--dataset", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rig: --corrective needs the simulated rig (a world whose scripted corrector can take over); "
+                   "aloha has none"]
+    assert not data.exists()  # nothing written

@@ -49,6 +49,11 @@ def run(args) -> int:
     pressed = threading.Event()
     takes = Takes(config, args.dataset, task=args.task, operator=args.operator, seed=args.seed,
                   on_button=pressed.set)
+    if args.corrective and (config.sim is None or takes.sim_task is None or args.button):
+        print("rig: --corrective and --button do not go together" if args.button else
+              f"rig: --corrective needs the simulated rig (a world whose scripted corrector can take over); "
+              f"{config.name} has none", file=sys.stderr)
+        return 2
     takes.open_dataset(interactive=sys.stdin is not None and sys.stdin.isatty())  # None: stdin closed
     if args.seconds is None:
         from rig.sim.tasks import get_task
@@ -110,13 +115,6 @@ def _run_corrective(args, config, takes: Takes) -> int:
     from rig.sim.tasks import get_task
     from rig.trials import PolicyTrials, mark_trial, preload_torch
 
-    if config.sim is None or takes.sim_task is None:
-        print(f"rig: --corrective needs the simulated rig (a world whose scripted corrector can take over); "
-              f"{config.name} has none", file=sys.stderr)
-        return 2
-    if args.button:
-        print("rig: --corrective and --button do not go together", file=sys.stderr)
-        return 2
     spec = get_task(takes.sim_task)
     trials = PolicyTrials(takes, args.policy)
     preload_torch()  # before the loop runs: importing torch then would stall its ticks
