@@ -81,7 +81,7 @@ def test_reset_places_objects_and_nothing_is_achieved_yet(scenes):
 
 
 def test_unknown_task_is_refused_with_the_choices():
-    with pytest.raises(UnknownTask, match="transfer_cube, insertion"):
+    with pytest.raises(UnknownTask, match="choose one of: transfer_cube, cube_in_bin, insertion"):
         SimScene("stack_blocks")
 
 

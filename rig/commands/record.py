@@ -18,7 +18,8 @@ def register(sub) -> None:
     p = sub.add_parser("record", help="record episodes headless (simulated rig: the scripted operator performs)")
     p.add_argument("--config", default=None, help="built-in config name or TOML path (default sim-aloha)")
     p.add_argument("--episodes", type=positive_int, default=1)
-    p.add_argument("--seconds", type=positive_float, default=20.0, help="length of each episode")
+    p.add_argument("--seconds", type=positive_float, default=None,
+                   help="length of each episode (default: the sim task's trial length, else 20)")
     p.add_argument("--task", default=None, help="task text stored with each episode (sim: also the sim task)")
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help=f"Zarr dataset (default {DEFAULT_DATASET})")
     p.add_argument("--reset-seconds", type=nonnegative_float, default=2.0, help="pause between episodes")
@@ -43,6 +44,10 @@ def run(args) -> int:
     takes = Takes(config, args.dataset, task=args.task, operator=args.operator, seed=args.seed,
                   on_button=pressed.set)
     takes.open_dataset(interactive=sys.stdin is not None and sys.stdin.isatty())  # None: stdin closed
+    if args.seconds is None:
+        from rig.sim.tasks import get_task
+
+        args.seconds = get_task(takes.sim_task).trial_s if takes.sim_task else 20.0
     signal.signal(signal.SIGTERM, _interrupt)
     seed0 = takes.seed
     kept = 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 from rig.commands.argtypes import positive_float, positive_int
-from rig.sim.scene import TASKS  # the world's own task list (importing it does not import MuJoCo)
+from rig.sim.tasks import DEFAULT_TASK, TASKS  # the task modules' names (listing them imports no MuJoCo)
 
 
 def register(sub) -> None:
     p = sub.add_parser("sim", help="run the simulated bimanual ALOHA (emulated servo ports + cameras)")
-    p.add_argument("--task", default=TASKS[0], choices=TASKS)
+    p.add_argument("--task", default=DEFAULT_TASK, choices=TASKS)
     p.add_argument("--seed", type=int, default=0, help="object placement and operator variation")
     p.add_argument("--no-operator", action="store_true",
                    help="leaders stay still (move them yourself by writing goals with torque on)")

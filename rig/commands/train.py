@@ -50,7 +50,8 @@ def register(subparsers) -> None:
     p.add_argument("--eval-trials", type=nonnegative_int, default=0, metavar="N",
                    help="simulated rig: run the policy closed-loop on N seeded trials and report the success rate")
     p.add_argument("--eval-seconds", type=float, default=None, metavar="S",
-                   help="length of one trial (default: the longest training episode)")
+                   help="length of one trial (default: quick, the sim task's trial length; visuomotor, the "
+                        "longest training episode)")
     p.add_argument("--eval-seed", type=int, default=1000, help="world seed of the first trial (default 1000)")
     p.add_argument("--keypoints", type=int, default=0, metavar="N",
                    help="N learned keypoints (spatial softmax) on the scene camera: locates small objects "
@@ -88,14 +89,9 @@ class _Progress:
 
 
 def _sim_task(args, episodes) -> str | None:
-    from rig.sim.scene import TASKS
+    from rig.sim.tasks import simulated_task
 
-    if args.task in TASKS:
-        return args.task
-    for e in episodes:
-        if e.task in TASKS:
-            return e.task
-    return None
+    return simulated_task(args.task, (e.task for e in episodes))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
         eps = list(cache.episodes.values())
         task = _sim_task(args, eps)
         if task is None:
-            raise TrainError("--eval-trials needs a simulated task (transfer_cube or insertion): give --task, or "
+            from rig.sim.tasks import TASKS
+
+            raise TrainError(f"--eval-trials needs a simulated task ({', '.join(TASKS)}): give --task, or "
                              "train on episodes recorded on the simulated rig")
         seconds = args.eval_seconds or max(float(e.t_s[-1]) for e in eps)
         print(f"closed-loop: {args.eval_trials} trials of {task}, {seconds:.0f} s each", flush=True)
@@ -199,6 +197,7 @@ def _check_dataset(path: Path) -> None:
 
 def run_quick(args: argparse.Namespace) -> int:
     """`rig train --policy quick` (the default): success first."""
+    from rig.sim.tasks import TASKS, apply_recipe, get_task
     from rig.train import TrainError
     from rig.train.quick import QuickConfig
     from rig.train.quickrun import QuickRunConfig, run_quick, summary_lines
@@ -216,14 +215,18 @@ def run_quick(args: argparse.Namespace) -> int:
     locator = args.locator
     if locator != "difference" and not locator.startswith("colour:"):
         raise TrainError(f"unknown --locator {locator!r}: difference, or colour:red|green|blue (an explicit colour prior)")
-    qc = QuickConfig(seed=args.seed, budget_s=budget, steps=steps, device=device, camera=args.camera,
-                     locator=locator, n_objects=2 if (args.task == "insertion") else 1,
-                     hidden=1024 if device.startswith("cuda") else 512)
+    if args.task is None:
+        args.task = _task_of(args.dataset)
+    # the task's objects (how many the locator finds) and recipe; the command line's flags win
+    qc = apply_recipe(QuickConfig(), args.task, seed=args.seed, budget_s=budget, steps=steps, device=device,
+                      camera=args.camera, locator=locator, hidden=1024 if device.startswith("cuda") else 512)
     rc = QuickRunConfig(quick=qc, fast_trials=max(0, args.fast_trials), seed0=args.eval_seed,
                         curve=not args.no_curve and args.fast_trials > 0, ceiling=args.ceiling,
                         leave_out=args.leave_out, target=args.target_rate, keep_all=args.keep_all_takes)
     if args.eval_seconds:
         rc.trial_s = args.eval_seconds
+    elif args.task in TASKS:
+        rc.trial_s = get_task(args.task).trial_s
     how = f"{steps} steps" if steps else f"budget {budget:g} s"
     print(f"quick-train ({args.policy}) on {args.dataset} ({how}, {device}, seed {args.seed})", flush=True)
     t0 = time.monotonic()
@@ -238,11 +241,6 @@ def run_quick(args: argparse.Namespace) -> int:
                 line += f": {s['text']} ({s['label']})"
             print(line, flush=True)
 
-    if args.task is None:
-        args.task = _task_of(args.dataset)
-        if args.task == "insertion":
-            qc = QuickConfig(**{**qc.__dict__, "n_objects": 2})
-            rc.quick = qc
     report, policy = run_quick(args.dataset, args.task, rc, progress=progress)
     if args.eval_trials > 0 and policy is not None:
         from rig.train.rollout import evaluate_in_sim
@@ -286,12 +284,9 @@ def run_quick(args: argparse.Namespace) -> int:
 
 def _task_of(path: Path) -> str | None:
     from recorder import Dataset
-    from rig.sim.scene import TASKS
+    from rig.sim.tasks import simulated_task
 
-    for e in Dataset(path).episodes():
-        if e.status == "complete" and e.task in TASKS:
-            return e.task
-    return None
+    return simulated_task(None, (e.task for e in Dataset(path).episodes() if e.status == "complete"))
 
 
 def _jsonable(x):

@@ -21,7 +21,8 @@ from typing import Any
 
 from drivers.errors import RigError
 
-from .scene import TASKS, SimUnavailable, UnknownTask
+from .scene import SimUnavailable
+from .tasks import DEFAULT_TASK, get_task
 from .world import CAMERA_NAMES, DEFAULT_CAMERAS, CameraSpec, WorldConfig, world_main
 
 START_TIMEOUT_S = 60.0
@@ -136,7 +137,7 @@ class WorldHandle:
         self.close()
 
 
-def start_world(task: str = "transfer_cube", seed: int = 0, cameras: Iterable[str | CameraSpec] | None = None,
+def start_world(task: str = DEFAULT_TASK, seed: int = 0, cameras: Iterable[str | CameraSpec] | None = None,
                 realtime: bool = True, wire_timing: bool = True, operator: bool = True,
                 shadows: bool = False, ring_prefix: str | None = None, sched: str | int = "off") -> WorldHandle:
     """Start the world process and wait until its ports and cameras are up.
@@ -144,8 +145,7 @@ def start_world(task: str = "transfer_cube", seed: int = 0, cameras: Iterable[st
     ``cameras``: names or ``CameraSpec``s; ``None`` = ``DEFAULT_CAMERAS``, ``()`` = none.
     ``ring_prefix``: shared-memory ring names become ``<prefix><camera>`` (default ``rig-sim-<camera>``).
     """
-    if task not in TASKS:
-        raise UnknownTask(f"unknown sim task {task!r}; choose one of: {', '.join(TASKS)}")
+    get_task(task)  # an unknown task: one line naming the known ones, before a process starts
     if importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("gym_aloha") is None:
         raise SimUnavailable("the simulated rig needs MuJoCo and gym-aloha; install them with: "
                              "pip install -e '.[sim]'")  # here, not as a crash inside the child

@@ -2,8 +2,9 @@
 
 The plan is made in the follower's task space (where the fingers must go), turned into joint
 angles with the follower's kinematics, and played on the leaders. With identity calibration a
-teleop loop that mirrors leader -> follower then does the task. Everything random comes from the
-seed, so a seed always gives the same plan:
+teleop loop that mirrors leader -> follower then does the task. What to do is the task's
+(``TaskSpec.operate`` in ``rig.sim.tasks``); how a person does it is here, shared by every task.
+Everything random comes from the seed, so a seed always gives the same plan:
 
 - timing: a per-episode pace, per-move durations, reaction pauses;
 - approach paths: hover points and via points with random offsets, small aim errors at grasps;
@@ -14,23 +15,18 @@ seed, so a seed always gives the same plan:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .hardware import leader_gripper_from_opening
-from .kinematics import GRASP_POINT, ArmIK, frame, top_down
-from .scene import SIDES, START_ARM_POSE, SimScene, object_poses
+from .kinematics import ArmIK
+from .scene import SIDES, START_ARM_POSE, SimScene
+from .tasks import get_task
 
 PLAN_DT = 0.01  # s between planned samples (the world interpolates between them)
 OPEN, CLOSED = 1.0, 0.0
 FINGERTIP_X = 0.154  # finger pad tips along the gripper's pointing axis (gripper_link frame)
-CUBE_HALF = 0.02
-# How much of the cube each hand holds during the handover: together under 4 cm, so the fingers
-# of the two grippers (crossing at the cube's edges) never meet.
-RIGHT_DEPTH = 0.018
-LEFT_DEPTH = 0.018
 MISS_HEIGHT = 0.06  # a too-early close happens this far above the right grasp height
 
 
@@ -106,7 +102,7 @@ def _tremor(rng: np.random.Generator, n: int, dt: float, joints: int) -> np.ndar
     return out
 
 
-class _ArmTrack:
+class ArmTrack:
     """Builds one arm's task-space script, then its joint trajectory."""
 
     def __init__(self, ik: ArmIK, start: Key):
@@ -187,6 +183,8 @@ class ScriptedOperator:
 
     def __init__(self, task: str, seed: int, scene: SimScene | None = None, retry_rate: float = 0.3):
         self.task, self.seed = task, seed
+        self.spec = get_task(task)
+        self.poses = self.spec.start_poses(seed)  # where the objects start: what the person sees
         self.scene = scene if scene is not None and scene.task == task else SimScene(task)
         self.retry_rate = retry_rate
         self.rng = np.random.default_rng([seed, 0x0FE7])
@@ -194,104 +192,52 @@ class ScriptedOperator:
         self.retries = 0
         self.events: list[tuple[float, str]] = []
 
-    # --- helpers ---------------------------------------------------------------------------------
-    def _d(self, nominal: float) -> float:
+    # --- what every task's script uses ------------------------------------------------------------
+    def dur(self, nominal: float) -> float:
         """A move's duration: nominal x pace x per-move variation."""
         return nominal * self.pace * self.rng.uniform(0.9, 1.15)
 
-    def _jitter(self, scale: float, z: bool = True) -> np.ndarray:
+    def jitter(self, scale: float, z: bool = True) -> np.ndarray:
+        """An aim error (m, normal with this spread on each axis; none up/down with ``z=False``)."""
         j = self.rng.normal(0, scale, 3)
         if not z:
             j[2] = 0.0
         return j
 
+    def note(self, t: float, text: str) -> None:
+        """An event of the plan at ``t`` seconds (shown with the take; tests read them)."""
+        self.events.append((t, text))
+
+    def retry(self) -> bool:
+        """Whether this attempt goes wrong first (counted as a retry of the plan)."""
+        if self.rng.random() < self.retry_rate:
+            self.retries += 1
+            return True
+        return False
+
     def _start(self, ik: ArmIK) -> Key:
         pos, R = ik.pose(np.array(START_ARM_POSE))
         return Key(0.0, pos, R, OPEN * 0.35, hold=self.rng.uniform(0.3, 0.8))
 
-    def _pick(self, arm: _ArmTrack, target: np.ndarray, R: np.ndarray, name: str) -> None:
+    def pick(self, arm: ArmTrack, target: np.ndarray, R: np.ndarray, name: str) -> None:
         """Hover, (maybe a too-early close and retry), descend, close, lift."""
-        hover = target + np.array([0, 0, self.rng.uniform(0.07, 0.11)]) + self._jitter(0.012, z=False)
-        arm.go(self._d(1.6), hover, R, OPEN, hold=self._d(0.15))
-        aim = target + self._jitter(0.002, z=False)
-        if self.rng.random() < self.retry_rate:
-            self.retries += 1
-            self.events.append((arm.end_time, f"{name}: closed too early, retrying"))
+        hover = target + np.array([0, 0, self.rng.uniform(0.07, 0.11)]) + self.jitter(0.012, z=False)
+        arm.go(self.dur(1.6), hover, R, OPEN, hold=self.dur(0.15))
+        aim = target + self.jitter(0.002, z=False)
+        if self.retry():
+            self.note(arm.end_time, f"{name}: closed too early, retrying")
             early = aim + np.array([0, 0, MISS_HEIGHT + self.rng.uniform(0.0, 0.015)])
-            arm.go(self._d(0.8), early, R, OPEN, hold=self._d(0.1), straight=True)
-            arm.grip(CLOSED, self._d(0.5), hold=self._d(0.4))
-            arm.grip(OPEN, self._d(0.4), hold=self._d(0.3))
-        arm.go(self._d(1.0), aim, R, OPEN, hold=self._d(0.25), straight=True)
-        arm.grip(CLOSED, self._d(0.6), hold=self._d(0.35))
-        self.events.append((arm.end_time, f"{name}: grasped"))
-
-    # --- tasks -----------------------------------------------------------------------------------
-    def _transfer_cube(self, L: _ArmTrack, R: _ArmTrack) -> None:
-        (box,) = object_poses(self.task, self.seed)
-        cube = np.array(box.pos)
-        # right: pick from above, fingers across the cube's y faces, holding its top RIGHT_DEPTH
-        right_down = top_down(np.array([0.0, -1.0, 0.0]))
-        tip = GRASP_POINT[0] - FINGERTIP_X  # grasp point to fingertips (negative: tips are further out)
-        self._pick(R, cube + np.array([0, 0, CUBE_HALF - RIGHT_DEPTH - tip]), right_down, "right")
-        lift = cube + np.array([0.0, 0.0, 0.17]) + self._jitter(0.01)
-        R.go(self._d(1.0), lift, right_down, CLOSED, straight=True)
-        # handover point, with the right gripper turned to point at the left arm and its fingers
-        # above and below the cube (a grip about a vertical axis: gravity cannot swing the cube)
-        meet = np.array([0.0, 0.5, 0.24]) + self._jitter(0.015)
-        right_side = frame(np.array([-1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0]))
-        right_at = meet + np.array([CUBE_HALF - RIGHT_DEPTH - tip, 0.0, 0.0])
-        R.go(self._d(2.0), right_at, right_side, CLOSED, hold=self._d(0.3))
-        t_ready = R.end_time
-        # left: comes from the side, fingers across the cube's free faces, holding its -x LEFT_DEPTH
-        left_side = frame(np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))
-        left_at = meet - np.array([CUBE_HALF - LEFT_DEPTH - tip, 0.0, 0.0])
-        pre = left_at - np.array([self.rng.uniform(0.08, 0.11), 0.0, 0.0]) + self._jitter(0.006)
-        L.wait(max(0.0, t_ready - self._d(2.2) - L.end_time))
-        L.go(self._d(2.0), pre, left_side, OPEN, hold=self._d(0.2))
-        L.wait(max(0.0, t_ready - L.end_time))
-        L.go(self._d(0.9), left_at + self._jitter(0.0015), left_side, OPEN, hold=self._d(0.2),
-             straight=True)
-        L.grip(CLOSED, self._d(0.6), hold=self._d(0.3))
-        self.events.append((L.end_time, "left: took the cube"))
-        # right lets go once the left holds, then backs off
-        R.wait(max(0.0, L.end_time - R.end_time))
-        R.grip(OPEN, self._d(0.5), hold=self._d(0.2))
-        R.go(self._d(0.9), meet + np.array([0.13, 0.0, 0.03]), right_side, OPEN, straight=True)
-        L.wait(max(0.0, R.end_time - L.end_time - self._d(0.6)))
-        L.go(self._d(1.0), meet + np.array([-0.12, 0.0, 0.02]) + self._jitter(0.01), left_side, CLOSED,
-             hold=self._d(1.0))
-        self.events.append((L.end_time, "done"))
-
-    def _insertion(self, L: _ArmTrack, R: _ArmTrack) -> None:
-        peg_pose, socket_pose = object_poses(self.task, self.seed)
-        peg, socket = np.array(peg_pose.pos), np.array(socket_pose.pos)
-        down_l = top_down(np.array([0.0, 1.0, 0.0]))
-        down_r = top_down(np.array([0.0, -1.0, 0.0]))
-        # left holds the socket near its far (-x) end, right holds the peg near its +x end
-        grip_socket = np.array([-0.03, 0.0, 0.019])
-        grip_peg = np.array([0.035, 0.0, 0.023])
-        self._pick(L, socket + grip_socket, down_l, "left")
-        self._pick(R, peg + grip_peg, down_r, "right")
-        meet = np.array([-0.06, 0.5, 0.2]) + self._jitter(0.012)  # socket centre in the air
-        L.go(self._d(1.0), socket + grip_socket + np.array([0, 0, 0.15]), down_l, CLOSED, straight=True)
-        R.go(self._d(1.0), peg + grip_peg + np.array([0, 0, 0.15]), down_r, CLOSED, straight=True)
-        L.go(self._d(1.4), meet + grip_socket, down_l, CLOSED, hold=self._d(0.3))
-        # peg tip (its -x end, 0.095 m from the right grasp) lined up 4-6 cm outside the socket mouth
-        tip_to_grasp = np.array([0.095, 0.0, 0.023])
-        outside = meet + np.array([0.06 + self.rng.uniform(0.04, 0.06), 0.0, 0.0]) + tip_to_grasp
-        R.go(self._d(1.6), outside + self._jitter(0.01), down_r, CLOSED, hold=self._d(0.2))
-        R.go(self._d(0.7), outside + self._jitter(0.0015), down_r, CLOSED, hold=self._d(0.3), straight=True)
-        R.wait(max(0.0, L.end_time - R.end_time))
-        inserted = meet + np.array([0.035, 0.0, 0.0]) + tip_to_grasp
-        R.go(self._d(2.5), inserted, down_r, CLOSED, hold=self._d(1.0), straight=True)  # slowly: no jamming
-        self.events.append((R.end_time, "done"))
+            arm.go(self.dur(0.8), early, R, OPEN, hold=self.dur(0.1), straight=True)
+            arm.grip(CLOSED, self.dur(0.5), hold=self.dur(0.4))
+            arm.grip(OPEN, self.dur(0.4), hold=self.dur(0.3))
+        arm.go(self.dur(1.0), aim, R, OPEN, hold=self.dur(0.25), straight=True)
+        arm.grip(CLOSED, self.dur(0.6), hold=self.dur(0.35))
+        self.note(arm.end_time, f"{name}: grasped")
 
     def plan(self) -> LeaderPlan:
         iks = {side: ArmIK(self.scene, side) for side in SIDES}
-        tracks = {side: _ArmTrack(iks[side], self._start(iks[side])) for side in SIDES}
-        script: Callable[[_ArmTrack, _ArmTrack], None] = {
-            "transfer_cube": self._transfer_cube, "insertion": self._insertion}[self.task]
-        script(tracks["left"], tracks["right"])
+        tracks = {side: ArmTrack(iks[side], self._start(iks[side])) for side in SIDES}
+        self.spec.operate(self, tracks["left"], tracks["right"])
         total = max(t.end_time for t in tracks.values()) + 0.5
         n = int(round(total / PLAN_DT)) + 1
         q = np.zeros((n, 2, 7))

@@ -1,13 +1,12 @@
 """The bimanual ViperX scene from gym-aloha's assets, with our own tasks on top.
 
-The MJCF files are read from the installed ``gym_aloha`` package (never copied). A task owns
-how its objects are placed from a seed and what counts as success.
+The MJCF files are read from the installed ``gym_aloha`` package (never copied). A task (its
+module in ``rig.sim.tasks``) owns which file, what it adds to it, how its objects are placed from
+a seed and what counts as success; the scene only asks it.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -16,28 +15,21 @@ import numpy as np
 from drivers.errors import RigError
 
 from .hardware import FINGER_CLOSED_M, FINGER_OPEN_M
+from .tasks import DEFAULT_TASK, TASKS, ObjectPose, UnknownTask, get_task
 
-TASKS = ("transfer_cube", "insertion")
+# TASKS, ObjectPose and UnknownTask are the task registry's, named here too for the scene's users
+__all__ = ["ARM_JOINT_NAMES", "SIDES", "START_ARM_POSE", "START_FINGER_M", "TASKS", "ObjectPose", "SimScene",
+           "SimUnavailable", "UnknownTask", "camera_intrinsics", "import_mujoco", "load_model", "model_path",
+           "object_poses"]
+
 SIDES = ("left", "right")
 ARM_JOINT_NAMES = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 START_ARM_POSE = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0)  # the scene's start keyframe, per arm
 START_FINGER_M = 0.024
 
-PEG_HALF_LENGTH = 0.06  # the peg and socket as the insertion model builds them
-SOCKET_HALF_LENGTH = 0.06
-
-_MODEL_FILES = {
-    "transfer_cube": "bimanual_viperx_transfer_cube.xml",
-    "insertion": "bimanual_viperx_insertion.xml",
-}
-
 
 class SimUnavailable(RigError):
     """MuJoCo or the gym-aloha assets are not installed."""
-
-
-class UnknownTask(RigError):
-    pass
 
 
 def import_mujoco() -> Any:
@@ -51,8 +43,8 @@ def import_mujoco() -> Any:
 
 
 def model_path(task: str) -> str:
-    if task not in _MODEL_FILES:
-        raise UnknownTask(f"unknown sim task {task!r}; choose one of: {', '.join(TASKS)}")
+    """The gym-aloha file the task's scene starts from."""
+    spec = get_task(task)
     try:
         assets = resources.files("gym_aloha") / "assets"
     except ModuleNotFoundError as e:
@@ -60,7 +52,7 @@ def model_path(task: str) -> str:
             "the simulated rig loads its scene from the gym-aloha package, which is missing; "
             "install it with: pip install -e '.[sim]'"
         ) from e
-    path = assets / _MODEL_FILES[task]
+    path = assets / spec.scene
     if not path.is_file():
         raise SimUnavailable(f"gym-aloha is installed but lacks {path}; reinstall it: pip install -e '.[sim]'")
     return str(path)
@@ -68,39 +60,28 @@ def model_path(task: str) -> str:
 
 def load_model(task: str) -> Any:
     mujoco = import_mujoco()
-    return mujoco.MjModel.from_xml_path(model_path(task))
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectPose:
-    name: str  # the free joint's body
-    pos: tuple[float, float, float]
-    yaw: float = 0.0
-
-    def qpos(self) -> np.ndarray:
-        half = self.yaw / 2
-        return np.array([*self.pos, math.cos(half), 0.0, 0.0, math.sin(half)])
+    spec = get_task(task)
+    if spec.build is None:
+        return mujoco.MjModel.from_xml_path(model_path(task))
+    edit = mujoco.MjSpec.from_file(model_path(task))
+    for key in list(edit.keys):  # its keyframe lacks what the task adds: resets set every pose
+        edit.delete(key)
+    spec.build(edit)
+    return edit.compile()
 
 
 def object_poses(task: str, seed: int) -> list[ObjectPose]:
     """Where the task's objects start, drawn from the seed (on the table, within both arms' reach)."""
-    rng = np.random.default_rng([seed, 0x5E])
-    if task == "transfer_cube":
-        return [ObjectPose("box", (rng.uniform(0.0, 0.2), rng.uniform(0.4, 0.6), 0.02))]
-    if task == "insertion":
-        return [
-            ObjectPose("peg", (rng.uniform(0.1, 0.2), rng.uniform(0.4, 0.6), 0.01)),
-            ObjectPose("socket", (rng.uniform(-0.2, -0.1), rng.uniform(0.4, 0.6), 0.022)),
-        ]
-    raise UnknownTask(f"unknown sim task {task!r}; choose one of: {', '.join(TASKS)}")
+    return get_task(task).start_poses(seed)
 
 
 class SimScene:
     """A MuJoCo model+data of the bimanual rig with index maps in the rig's words."""
 
-    def __init__(self, task: str = "transfer_cube"):
+    def __init__(self, task: str = DEFAULT_TASK):
         self.mujoco = import_mujoco()
         self.task = task
+        self.spec = get_task(task)
         self.model = load_model(task)
         self.data = self.mujoco.MjData(self.model)
         m = self.model
@@ -121,8 +102,11 @@ class SimScene:
     # --- state -------------------------------------------------------------------------------
     def reset(self, seed: int) -> list[ObjectPose]:
         mj, m, d = self.mujoco, self.model, self.data
-        mj.mj_resetDataKeyframe(m, d, 0)
-        poses = object_poses(self.task, seed)
+        if m.nkey:
+            mj.mj_resetDataKeyframe(m, d, 0)
+        else:
+            mj.mj_resetData(m, d)
+        poses = self.spec.start_poses(seed)
         for p in poses:
             adr = int(m.joint(m.body(p.name).jntadr[0]).qposadr[0])
             d.qpos[adr : adr + 7] = p.qpos()
@@ -182,35 +166,12 @@ class SimScene:
     def body_pos(self, name: str) -> np.ndarray:
         return self.data.xpos[self.model.body(name).id].copy()
 
+    def touches(self, geom: str, prefix: str) -> bool:
+        """The geom is in contact with one whose name starts with ``prefix``."""
+        return any(a == geom and b.startswith(prefix) for a, b in self.contacts())
+
     def success(self) -> bool:
-        c = self.contacts()
-
-        def touches(obj: str, prefix: str) -> bool:
-            return any(a == obj and b.startswith(prefix) for a, b in c)
-
-        if self.task == "transfer_cube":
-            # handed over: the left gripper holds the cube in the air, the right has let go
-            held_left = touches("red_box", "vx300s_left/10_")
-            held_right = touches("red_box", "vx300s_right/10_")
-            on_table = ("red_box", "table") in c
-            return held_left and not held_right and not on_table and self.body_pos("box")[2] > 0.05
-        # insertion: the peg is inside the socket (its tip 1.5 cm past the mouth, or touching the
-        # pin), with both lifted off the table
-        socket_geoms = ("socket-1", "socket-2", "socket-3", "socket-4", "pin")
-        off_table = ("red_peg", "table") not in c and not any((g, "table") in c for g in socket_geoms)
-        return off_table and (("red_peg", "pin") in c or self._peg_inside())
-
-    def _peg_inside(self) -> bool:
-        d, m = self.data, self.model
-        sid, pid = m.body("socket").id, m.body("peg").id
-        Rs = d.xmat[sid].reshape(3, 3)
-        Rp = d.xmat[pid].reshape(3, 3)
-        if abs(float(Rs[:, 0] @ Rp[:, 0])) < 0.95:  # axes not lined up
-            return False
-        # the peg end nearest the socket centre, in the socket's frame
-        ends = [d.xpos[pid] + sgn * PEG_HALF_LENGTH * Rp[:, 0] for sgn in (-1.0, 1.0)]
-        local = min((Rs.T @ (e - d.xpos[sid]) for e in ends), key=lambda v: abs(v[0]))
-        return abs(local[0]) < SOCKET_HALF_LENGTH - 0.015 and abs(local[1]) < 0.018 and abs(local[2]) < 0.018
+        return self.spec.success(self)
 
 
 def camera_intrinsics(task: str, camera: str, width: int, height: int):

@@ -54,6 +54,7 @@ from .hardware import (
     ticks_from_angle,
 )
 from .scene import SIDES, START_ARM_POSE, SimScene
+from .tasks import DEFAULT_TASK
 
 SYNC_STEPS = 2  # physics steps between servo state exchanges (2 x 2 ms: goals read at 250 Hz,
 # present values refreshed at 125 Hz, fresher than any host reads them)
@@ -84,7 +85,7 @@ DEFAULT_CAMERAS = (CameraSpec("top"), CameraSpec("left_wrist"), CameraSpec("righ
 
 @dataclass
 class WorldConfig:
-    task: str = "transfer_cube"
+    task: str = DEFAULT_TASK
     seed: int = 0
     cameras: tuple[CameraSpec, ...] = DEFAULT_CAMERAS
     realtime: bool = True
@@ -461,7 +462,7 @@ class World:
         raise ValueError(f"unknown world command {op!r}")
 
     def _objects(self) -> list[str]:
-        return ["box"] if self.scene.task == "transfer_cube" else ["peg", "socket"]
+        return [o.body for o in self.scene.spec.objects]
 
     # --- main loop -------------------------------------------------------------------------------
     def start(self) -> dict:

@@ -253,6 +253,8 @@ class _Worker:
     def train_quick(self) -> bool:
         """The quick policy and its success; False when the takes cannot measure success (then the
         visuomotor pass with its action errors runs instead)."""
+        from recorder import Dataset
+        from rig.sim.tasks import apply_recipe, get_task, simulated_task
         from rig.train.quick import QuickConfig
         from rig.train.quickrun import QuickRunConfig, run_quick
 
@@ -261,8 +263,11 @@ class _Worker:
             self.post(force=True, success=None, success_projection=why)
             return False
         t_take = _newest_take_ns(self.path)
-        rc = QuickRunConfig(quick=QuickConfig(seed=self.cfg.seed, budget_s=self.cfg.budget_s, steps=None),
-                            fast_trials=self.fast_trials, curve=self.curve)
+        # the task's objects (how many the locator finds), recipe and trial length
+        task = simulated_task(self.task, (e.task for e in Dataset(self.path).episodes() if e.status == "complete"))
+        qc = apply_recipe(QuickConfig(), task, seed=self.cfg.seed, budget_s=self.cfg.budget_s, steps=None)
+        rc = QuickRunConfig(quick=qc, fast_trials=self.fast_trials, curve=self.curve,
+                            trial_s=get_task(task).trial_s if task else QuickRunConfig.trial_s)
 
         def progress(stage: str, frac: float, rep: dict) -> None:
             changes: dict[str, Any] = {"state": "training", "stage": stage, "progress": round(frac, 3),
@@ -348,7 +353,7 @@ class _Worker:
 def _quick_usable(path: str, task: str | None) -> str | None:
     """Why success cannot be measured on these takes (None: it can)."""
     from recorder import Dataset
-    from rig.sim.scene import TASKS
+    from rig.sim.tasks import TASKS
 
     infos = [e for e in Dataset(path).episodes() if e.status == "complete" and (not task or e.task == task)]
     if not any(e.task in TASKS for e in infos):

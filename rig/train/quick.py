@@ -40,7 +40,6 @@ nn = torch.nn
 PHASE_CLIP_S = 4.0  # times since a gripper event saturate here: only the first seconds matter
 TRIAL_S = 20.0  # time since start is scaled by this
 LOCATE_HW = (240, 320)  # the locating camera at full size: a 4 cm cube is ~6 px wide there
-OBJECTS = {"transfer_cube": ("box",), "insertion": ("peg", "socket")}
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
               progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
               episodes: list[QuickEpisode] | None = None) -> tuple[dict, QuickPolicy | None]:
     """The whole pass; ``progress(stage, fraction, report)`` as results appear."""
-    from rig.sim.scene import TASKS
+    from rig.sim.tasks import TASKS, simulated_task
 
     t0 = time.monotonic()
     qc = rc.quick
@@ -133,7 +133,7 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
                                                                     need_camera=not qc.privileged)
     if not eps:
         raise TrainError(f"{dataset} has no kept takes{f' of task {task!r}' if task else ''}: record and keep some first")
-    sim_task = task if task in TASKS else next((e.task for e in eps if e.task in TASKS), None)
+    sim_task = simulated_task(task, (e.task for e in eps))
     rep: dict[str, Any] = {"policy": "quick", "dataset": str(dataset), "task": sim_task or task,
                            "episodes": [e.index for e in eps], "config": dataclasses.asdict(qc), "timings": {}}
 
@@ -144,7 +144,7 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
 
     if all(e.success is None for e in eps) and (rc.fast_trials or rc.curve):
         raise TrainError("these takes carry no success label and their task has no success check, so closed-loop "
-                         "success cannot be measured: record on the simulated rig (transfer_cube, insertion), or "
+                         f"success cannot be measured: record on the simulated rig ({', '.join(TASKS)}), or "
                          "train with --fast-trials 0 --no-curve for the action errors only")
     t1 = time.monotonic()
     hurt, replayed = judge_takes(eps, sim_task if rc.replay_check else None)
@@ -163,8 +163,8 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
         raise TrainError(f"only {len(train_eps)} usable take(s) after leaving out retried grasps, failures and outliers "
                          f"({len(eps)} kept); record more takes that finish the task")
     if sim_task is None and (rc.fast_trials or rc.curve or rc.ceiling):
-        raise TrainError("closed-loop success needs a task with a success check (the simulated rig's transfer_cube "
-                         "or insertion); give --task, or train with --fast-trials 0 --no-curve")
+        raise TrainError(f"closed-loop success needs a task with a success check (the simulated rig's "
+                         f"{', '.join(TASKS)}); give --task, or train with --fast-trials 0 --no-curve")
     if reference is None and sim_task is not None and not qc.privileged and qc.locator == "difference":
         from rig.sim.reference import capture_reference
 
