@@ -29,7 +29,7 @@ from typing import Any
 
 from drivers.dynamixel.errors import CorruptReply, NoStatusPacket
 from drivers.errors import RigError
-from recorder import Dataset
+from recorder import Dataset, RecorderError
 from recorder.recovery import check_incomplete
 from rig.config import RigConfig
 from rig.fleet.compactor import compactor_for
@@ -243,6 +243,18 @@ class Takes:
         if self.recorder is not None and self.recorder.error is not None:
             return Failure("recorder", self.recorder.error)
         return None
+
+    def wait(self, seconds: float, until: threading.Event | None = None) -> None:
+        """Wait, but stop at once if the loop or the arms failed, or the recorder did (a full disk):
+        what a headless command does between and during takes."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until is not None and until.is_set()):
+            failure = self.failure()
+            if failure is not None:
+                if failure.kind == "recorder":
+                    raise RecorderError(f"recording stopped: {failure.error}")
+                raise failure.error
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
     def stop_arms(self) -> dict[str, str]:
         """Followers freeze and let go (or hold, per the config) now; idempotent."""

@@ -312,9 +312,9 @@ def give_reference(policy: Any, takes: Takes) -> None:
     if takes.config.sim is None or takes.sim_task is None:
         raise TakeError("this policy locates objects against an empty-scene reference frame, which this rig "
                         "cannot render; train it with an explicit colour prior (rig train --locator colour:red)")
-    from rig.train.rollout import _give_reference  # the real-time trials' capture, reused
+    from rig.train.rollout import capture_reference  # the real-time trials' capture, reused
 
-    _give_reference(policy, takes.config, takes.sim_task)
+    capture_reference(policy, takes.config, takes.sim_task)
 
 
 __all__ = ["OUTCOMES", "Outcome", "PolicyTrials", "TrialMarks", "arm_trials", "current_figures", "figure_from_dict",

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from rig.cli import build_parser
+from rig.sim.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -162,7 +163,8 @@ def _claims() -> list[tuple[str, str, tuple]]:
         ("docs/app.md", r"`--reset-seconds S` \| pause after a take before the next one is ready \(default ([\d.]+)\)",
          (cli_default("collect", "--reset-seconds"),)),
         ("docs/policy-on-arms.md", r"`--seconds` like any take \(default (\d+) s", (cli_default("collect", "--seconds"),)),
-        ("docs/first-day.md", r"`rig record` takes (\d+) s each by default", (cli_default("record", "--seconds"),)),
+        ("docs/first-day.md", r"`rig record` takes the task's trial length each by default \((\d+) s for transfer cube\)",
+         (get_task("transfer_cube").trial_s,)),
         ("docs/first-day.md", r"into `([\w./-]+)` unless `--dataset`", (DEFAULT_DATASET,)),
     ]
 

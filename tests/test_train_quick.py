@@ -332,3 +332,46 @@ def test_the_apps_background_trainer_estimates_success_and_confirms_it_through_t
     assert s.first_estimate_s is not None  # seconds from the newest take to the first estimate
     assert s.confirmed["kind"] == "realtime" and s.confirmed["trials"] == 1 and s.confirmed["n"] == 1
     assert s.confirmed["seeds"] == [1000]
+
+
+@pytest.fixture(scope="module")
+def insertion_takes(tmp_path_factory) -> Path:
+    """Three short insertion takes recorded for real with `rig record` (the task's two objects),
+    labelled successful (6 s is too short to finish the task)."""
+    from tests import system
+
+    system.require("render")
+    path = tmp_path_factory.mktemp("insertion") / "insertion.zarr"
+    out = subprocess.run([sys.executable, "-m", "rig", "record", "--task", "insertion", "--episodes", "3",
+                          "--seconds", "6", "--reset-seconds", "1", "--dataset", str(path)], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    ds = Dataset(path)
+    for i in ds.indices():
+        ds.set_success(i, True)
+    return path
+
+
+def test_the_apps_background_trainer_works_on_insertion(insertion_takes):
+    """The app's trainer reads the task from its spec: on insertion it locates two objects, trains,
+    estimates success in insertion's world and saves a policy `p` can load (kind quick, task insertion)."""
+    import time
+
+    from rig.sim.tasks import get_task
+    from rig.train.background import BackgroundTrainer
+    from rig.train.latest import latest_policy_path, load_latest
+    from rig.train.policy_file import read_policy_file
+
+    with BackgroundTrainer(insertion_takes, budget_s=2, curve=False, fast_trials=1, confirm_trials=0) as trainer:
+        end = time.monotonic() + 400
+        while time.monotonic() < end:
+            s = trainer.status()
+            assert s.state != "error", s.message
+            if s.success is not None and latest_policy_path(insertion_takes).exists():
+                break
+            time.sleep(0.5)
+    assert s.success is not None and s.success["kind"] == "fastsim" and s.success["n"] == 1
+    payload = read_policy_file(latest_policy_path(insertion_takes))
+    assert payload["kind"] == "quick" and payload["meta"]["task"] == "insertion"
+    policy = load_latest(insertion_takes)
+    assert policy.qcfg.n_objects == len(get_task("insertion").objects) == 2

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from recorder import Dataset, RecorderError
+from recorder import Dataset
 from rig.commands.argtypes import nonnegative_float, positive_float, positive_int
 from rig.config import DEFAULT_DATASET, load_config
 from rig.takes import Takes, preflight
@@ -76,13 +76,13 @@ def run(args) -> int:
                       flush=True)
                 _wait_press(takes, pressed, None)
             else:
-                _wait(takes, args.reset_seconds if i or world else config.safety.engage_seconds)
+                takes.wait(args.reset_seconds if i or world else config.safety.engage_seconds)
             index = takes.begin()
             print(f"episode {index}: recording {args.seconds:g} s ...", flush=True)
             if args.button:
                 _wait_press(takes, pressed, args.seconds)
             else:
-                _wait(takes, args.seconds)
+                takes.wait(args.seconds)
             result = takes.end()
             kept += 1
             frames = {c: s["written"] for c, s in result.stats["cameras"].items()}
@@ -210,16 +210,5 @@ def _wait_press(takes: Takes, pressed: threading.Event, cap_s: float | None) -> 
         remaining = 0.5 if end is None else min(0.5, end - time.monotonic())
         if remaining <= 0:
             return
-        _wait(takes, remaining, until=pressed)
+        takes.wait(remaining, until=pressed)
 
-
-def _wait(takes: Takes, seconds: float, until: threading.Event | None = None) -> None:
-    """Wait, but stop at once if the loop or the arms failed, or the recorder did (a full disk)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not (until is not None and until.is_set()):
-        failure = takes.failure()
-        if failure is not None:
-            if failure.kind == "recorder":
-                raise RecorderError(f"recording stopped: {failure.error}")
-            raise failure.error
-        time.sleep(min(0.05, max(0.0, end - time.monotonic())))

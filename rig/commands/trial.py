@@ -20,7 +20,6 @@ from typing import Any
 
 from drivers.errors import RigError
 from recorder import Dataset
-from rig.commands.record import _wait  # waits while watching the loop, the arms and the recorder
 from rig.config import load_config
 from rig.takes import TakeError, Takes, preflight
 from rig.train.stats import SuccessFigure
@@ -175,7 +174,7 @@ def _drive(takes: Takes, trials: PolicyTrials, seconds: float) -> tuple[float | 
             next_poll = now + SUCCESS_POLL_S
             if takes.success():
                 return round(now - t0, 2), None
-        _wait(takes, min(0.05, seconds - (now - t0)))  # raises if the loop, the arms or the recorder stopped
+        takes.wait(min(0.05, seconds - (now - t0)))  # raises if the loop, the arms or the recorder stopped
     return None, None
 
 
@@ -205,11 +204,11 @@ def run(args) -> int:
         takes.open()
         for warning in takes.warnings:
             print(f"rig: warning: {warning}", file=sys.stderr)
-        _wait(takes, config.safety.engage_seconds)
+        takes.wait(config.safety.engage_seconds)
         for i, seed in enumerate(seeds):
             records.append(_one(takes, trials, policy, args, i, seed, seconds, file, digest))
             if i + 1 < len(seeds):
-                _wait(takes, args.reset_seconds)
+                takes.wait(args.reset_seconds)
     except KeyboardInterrupt:
         if trials.active:
             print("\ninterrupted: the trial in progress is kept as 'recovered', unjudged", file=sys.stderr)
@@ -243,7 +242,7 @@ def _one(takes: Takes, trials: PolicyTrials, policy: Any, args, i: int, seed: in
     n = args.trials
     if seed is not None:
         takes.reset(seed)
-        _wait(takes, SETTLE_S)  # the cameras show the new scene before the policy looks at it
+        takes.wait(SETTLE_S)  # the cameras show the new scene before the policy looks at it
     index = trials.begin(policy)
     where = f"episode {index}" + (f", seed {seed}" if seed is not None else "")
     print(f"trial {i + 1}/{n} ({where}): the policy drives for {seconds:.1f} s ...", flush=True)

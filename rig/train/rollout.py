@@ -89,12 +89,12 @@ def evaluate_in_sim(policy: TrainedPolicy | ScriptedPolicy, task: str = "transfe
     cfg = load_config(config)
     if cfg.sim is None:
         raise TrainError(f"config {config!r} is not a simulated rig; closed-loop evaluation needs one (sim-aloha)")
-    _give_reference(policy, cfg, task)
+    capture_reference(policy, cfg, task)
     with _one_torch_thread():
         return _evaluate(policy, cfg, task, trials, seed0, seconds, execute, ensemble, progress, should_stop)
 
 
-def _give_reference(policy, cfg, task: str) -> None:
+def capture_reference(policy, cfg, task: str) -> None:
     """The reference hook: a policy that locates objects against an empty-scene frame
     (``needs_reference``) and has none gets one captured from the world's own model at the
     pose its trials start from (on hardware: the operator's calibration frame)."""
