@@ -124,10 +124,10 @@ def _run_corrective(args, config, takes: Takes) -> int:
         takes.open()
         for warning in takes.warnings:
             print(f"rig: warning: {warning}", file=sys.stderr)
-        _wait(takes, config.safety.engage_seconds)
+        takes.wait(config.safety.engage_seconds)
         for i in range(args.episodes):
             takes.reset(seed0 + i)
-            _wait(takes, SETTLE_S)
+            takes.wait(SETTLE_S)
             print(f"seed {seed0 + i}: the policy drives, the corrector watches ...", flush=True)
             result, marks, corrector = corrective_take(takes, trials, policy, spec, args.seconds)
             index = result.index
@@ -142,7 +142,7 @@ def _run_corrective(args, config, takes: Takes) -> int:
                 what = "the policy " + ("finished by itself: a trial" if result.success else "did not finish")
             print(f"episode {index}: {what}, {result.duration_s:.1f} s", flush=True)
             if i + 1 < args.episodes:
-                _wait(takes, args.reset_seconds)
+                takes.wait(args.reset_seconds)
     except KeyboardInterrupt:
         if trials.active:
             print("\ninterrupted: the take in progress is kept as 'recovered'", file=sys.stderr)
@@ -181,9 +181,9 @@ def _watch(takes: Takes, corrector, seconds: float):
         if state == "watching" and (corrector.done_by_policy or t >= seconds):
             return corrector
         if corrector.finished or t >= seconds + CORRECTION_CAP_S:
-            _wait(takes, 0.5)  # the world settles: the success check sees it resting
+            takes.wait(0.5)  # the world settles: the success check sees it resting
             return corrector
-        _wait(takes, CORRECTOR_POLL_S)
+        takes.wait(CORRECTOR_POLL_S)
 
 
 def _finish_compaction(takes: Takes, dataset: Path) -> None:
