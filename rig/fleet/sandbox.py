@@ -67,13 +67,17 @@ class Sandbox:
         p, self.proc = self.proc, None
         if p is None:
             return "no process"
-        if p.poll() is None:
-            p.kill()
-        rc = p.wait()
+        if p.returncode is None:
+            p.kill()  # a child that already exited is a zombie until reaped: the signal is harmless
+            # wait4, not RUSAGE_CHILDREN: that child's own peak, not the largest of every child this
+            # process ever reaped (a test suite's training runs, say)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            self.peak_mib = max(self.peak_mib, usage.ru_maxrss / 1024.0)
+        rc = p.returncode
         for f in (p.stdin, p.stdout):
             if f is not None:
                 f.close()
-        self.peak_mib = max(self.peak_mib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)
         return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
 
     def close(self) -> None:
