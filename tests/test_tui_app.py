@@ -227,7 +227,8 @@ async def _keep_at_once(tmp_path):
                             "the replay")
                 await pilot.press("enter")  # kept before the replay finished loading: no crash
             await until(pilot, lambda: c.state == State.READY and app.screen is app.live, 15, "READY")
-            assert "press space to record take 2" in screen_text(app)
+            # the status line is redrawn on the app's next refresh after the state turns READY
+            await until(pilot, lambda: "press space to record take 2" in screen_text(app), 5, "the next take's prompt")
             await pilot.press("q")
             await until(pilot, lambda: c.state == State.CLOSED, 30, "CLOSED", after_fault=True)
     finally:
