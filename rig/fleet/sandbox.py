@@ -38,11 +38,18 @@ CHILD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREA
              "ZARR_THREADING__MAX_WORKERS": "1"}
 
 
-def peak_rss_mib() -> float:
-    """The peak resident memory of this process and of its waited-for children, in MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024.0
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """The peak resident memory of a process (this one by default), in MiB: its VmHWM. Not
+    ru_maxrss: Linux carries that across fork and exec, so a child of a large process (a test
+    suite with torch loaded) would report its parent's peak as its own."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 if pid == "self" else 0.0
 
 
 class Sandbox:
@@ -67,14 +74,10 @@ class Sandbox:
         p, self.proc = self.proc, None
         if p is None:
             return "no process"
-        if p.returncode is None:
-            p.kill()  # a child that already exited is a zombie until reaped: the signal is harmless
-            # wait4, not RUSAGE_CHILDREN: that child's own peak, not the largest of every child this
-            # process ever reaped (a test suite's training runs, say)
-            _, status, usage = os.wait4(p.pid, 0)
-            p.returncode = os.waitstatus_to_exitcode(status)
-            self.peak_mib = max(self.peak_mib, usage.ru_maxrss / 1024.0)
-        rc = p.returncode
+        if p.poll() is None:
+            self.peak_mib = max(self.peak_mib, peak_rss_mib(p.pid))  # its own peak, read before it goes
+            p.kill()
+        rc = p.wait()
         for f in (p.stdin, p.stdout):
             if f is not None:
                 f.close()
