@@ -15,6 +15,17 @@ LEADER_GRIPPER = (2249, 1602)  # open, closed ticks
 FOLLOWER_GRIPPER = (3020, 1643)
 
 
+# a small synthetic wrist camera, for a pair that a policy needs to see
+SYNTHETIC_CAMERA = """
+[[cameras]]
+name = "wrist"
+kind = "synthetic"
+width = 160
+height = 120
+fps = 15
+"""
+
+
 def pair_toml(leader_port: str, follower_port: str, **safety) -> str:
     # Emulators share the test process and 2 busy cores: ride out scheduling stalls unless a test
     # is about faults (those set missed_reads_to_stop themselves).

@@ -37,18 +37,10 @@ from rig.tui.app import CollectorApp  # noqa: E402
 from rig.tui.controller import CollectOptions, State  # noqa: E402
 from rig.tui.engine import CollectorProcess  # noqa: E402
 from tests.apps import screen_text, until  # noqa: E402
-from tests.rigs import WavingHand, pair_buses, pair_toml, pose_leader  # noqa: E402
+from tests.rigs import SYNTHETIC_CAMERA, WavingHand, pair_buses, pair_toml, pose_leader  # noqa: E402
 
 SIZE = (170, 50)
 TICKS_PER_RAD = 4096 / (2 * math.pi)
-CAMERA = """
-[[cameras]]
-name = "wrist"
-kind = "synthetic"
-width = 160
-height = 120
-fps = 15
-"""
 
 
 def waist(bus, register: str = "present_position") -> float:
@@ -116,7 +108,7 @@ async def _scenario(tmp_path, leader, follower) -> None:
     path = tmp_path / "pair.toml"
     # Training runs in this process beside the emulated buses: ride out its stalls (2.5 s of missed
     # leader reads; a real leader's servos do not share an interpreter with the trainer).
-    path.write_text(pair_toml(leader.port, follower.port, missed_reads_to_stop=125) + CAMERA)
+    path.write_text(pair_toml(leader.port, follower.port, missed_reads_to_stop=125) + SYNTHETIC_CAMERA)
     ds_path = tmp_path / "takes.zarr"
     # Naming the policy file (as `rig collect --policy` does, or quick-train being on) has the
     # engine import torch before its loop starts.
@@ -402,7 +394,7 @@ def test_a_policy_that_raises_mid_trial_holds_the_followers_and_the_trial_fails_
 
     leader, follower = pair_buses(emulated)
     path = tmp_path / "pair.toml"
-    path.write_text(pair_toml(leader.port, follower.port) + CAMERA)
+    path.write_text(pair_toml(leader.port, follower.port) + SYNTHETIC_CAMERA)
     ds_path = tmp_path / "takes.zarr"
     policy_file.register_kind("raises", lambda st, device: RaisingPolicy(st["after"]))
     c = Collector(CollectOptions(config=path, dataset=ds_path, seconds=0, reset_seconds=0.1, train=False,

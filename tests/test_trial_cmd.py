@@ -29,16 +29,7 @@ from rig.train.stats import wilson  # noqa: E402
 from rig.train.trainer import TrainConfig, train_policy  # noqa: E402
 from rig.trials import arm_trials  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
-from tests.rigs import pair_buses, pair_toml  # noqa: E402
-
-CAMERA = """
-[[cameras]]
-name = "wrist"
-kind = "synthetic"
-width = 160
-height = 120
-fps = 15
-"""
+from tests.rigs import SYNTHETIC_CAMERA, pair_buses, pair_toml  # noqa: E402
 
 
 def sha256(path) -> str:
@@ -108,7 +99,7 @@ def pair(tmp_path, emulated):
     saved where quick-train saves its latest (`rig trial` finds it without --policy)."""
     leader, follower = pair_buses(emulated)
     config = tmp_path / "pair.toml"
-    config.write_text(pair_toml(leader.port, follower.port, missed_reads_to_stop=125) + CAMERA)
+    config.write_text(pair_toml(leader.port, follower.port, missed_reads_to_stop=125) + SYNTHETIC_CAMERA)
     data = tmp_path / "takes.zarr"
     assert main(["record", "--config", str(config), "--episodes", "2", "--seconds", "1", "--reset-seconds", "0.2",
                  "--dataset", str(data)]) == 0

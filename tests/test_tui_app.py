@@ -391,18 +391,11 @@ def test_trials_in_the_app_are_judged_with_one_key_marked_on_the_episodes_screen
     from rig.train.latest import latest_policy_path, save_latest
     from rig.train.trainer import TrainConfig, train_policy
     from rig.trials import policy_digest
-    from tests.rigs import pair_buses, pair_toml, pose_leader
+    from tests.rigs import SYNTHETIC_CAMERA, pair_buses, pair_toml, pose_leader
 
     leader, follower = pair_buses(emulated)
     config = tmp_path / "pair.toml"
-    config.write_text(pair_toml(leader.port, follower.port, missed_reads_to_stop=125) + """
-[[cameras]]
-name = "wrist"
-kind = "synthetic"
-width = 160
-height = 120
-fps = 15
-""")
+    config.write_text(pair_toml(leader.port, follower.port, missed_reads_to_stop=125) + SYNTHETIC_CAMERA)
     data = tmp_path / "takes.zarr"
     # Recorded by `rig record` in its own process (its dataset lock goes with it); the buses stay here.
     out = subprocess.run([sys.executable, "-m", "rig", "record", "--config", str(config), "--episodes", "2",
