@@ -281,7 +281,9 @@ def figure_from_dict(d: dict[str, Any] | None, kind: str) -> SuccessFigure | Non
     {"successes", "trials", ...}); ``kind`` where the dict does not say."""
     if not d or "trials" not in d or "successes" not in d:
         return None
-    return SuccessFigure(d.get("kind", kind), int(d["successes"]), int(d["trials"]))
+    from rig.train.report import as_figure  # the report's own reading of a figure
+
+    return as_figure({"kind": kind, **d})
 
 
 def current_figures(dataset: Any, policy_file: str | Path | None,
