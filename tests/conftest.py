@@ -21,6 +21,13 @@ from drivers.dynamixel.emulator import EmulatedBus, ServoSpec  # noqa: E402
 from tests import system  # noqa: E402
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): one worker per core, at most four. Most tests wait on a
+    simulated world, a pty or a subprocess, so two workers nearly halve the suite on two cores;
+    more than four would only crowd the 50 Hz loops the tests run. `-n 0` runs in one process."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """@pytest.mark.system("tmux", ...): skip, naming the apt package, where one is missing."""

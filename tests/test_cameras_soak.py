@@ -36,11 +36,15 @@ def test_four_cameras_account_for_every_frame():
             world.write(img, time.monotonic_ns(), i)
             time.sleep(1 / 50)
 
+    # Frames are what this counts, not stalls: a shared machine may hold a capture thread for a few
+    # hundred ms (the default freeze watchdog, 10 periods, is 0.17 s at 60 fps); a 2 s watchdog
+    # still fails a camera that stops.
+    watchdog = {"freeze_periods": 120}
     cams = [
-        open_camera({"name": "high", "kind": "synthetic", "width": W, "height": H, "fps": 30}),
-        open_camera({"name": "low", "kind": "synthetic", "width": W, "height": H, "fps": 30, "jpeg": True}),
-        open_camera({"name": "left_wrist", "kind": "synthetic", "width": W, "height": H, "fps": 60}),
-        open_camera({"name": "sim", "kind": "sim", "ring": ring, "width": W, "height": H, "fps": 50}),
+        open_camera({"name": "high", "kind": "synthetic", "width": W, "height": H, "fps": 30, **watchdog}),
+        open_camera({"name": "low", "kind": "synthetic", "width": W, "height": H, "fps": 30, "jpeg": True, **watchdog}),
+        open_camera({"name": "left_wrist", "kind": "synthetic", "width": W, "height": H, "fps": 60, **watchdog}),
+        open_camera({"name": "sim", "kind": "sim", "ring": ring, "width": W, "height": H, "fps": 50, **watchdog}),
     ]
     renderer = threading.Thread(target=render, daemon=True)
     renderer.start()

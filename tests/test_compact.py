@@ -35,6 +35,8 @@ from rig.fleet.validate import validate_episode
 pytest_plugins = ["tests.fleet_support"]
 
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time on this machine (pyproject: -n)
+
 def _stamps(ep, cam):
     return {k: v.copy() for k, v in ep.frame_times(cam).items()}
 

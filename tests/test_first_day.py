@@ -22,7 +22,8 @@ from recorder import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "first-day.md"
-pytestmark = [pytest.mark.sim, pytest.mark.system("render"), pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.sim, pytest.mark.system("render"), pytest.mark.timeout(900),
+              pytest.mark.xdist_group("ray")]  # its ingest starts a Ray: one at a time
 
 
 def blocks(lang: str) -> list[str]:

@@ -35,6 +35,8 @@ from rig.fleet.upload import Uploader, UploadOptions
 pytest_plugins = ["tests.fleet_support"]
 pytest.importorskip("ray", reason="pip install 'rig[fleet]' (ray[data])")
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time on this machine (pyproject: -n)
+
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 TOKEN = secrets.token_hex(32)

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -36,6 +37,8 @@ from tests.fleet_support import (
 )
 
 pytest_plugins = ["tests.fleet_support"]
+
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time on this machine (pyproject: -n)
 
 SPEC = EpisodeSpec(seconds=1.5, gripper_hz=100, fps=8, width=32, height=24)
 
@@ -341,6 +344,9 @@ def descendants_peak_rss_mib() -> dict[int, float]:
 
 def test_an_ingest_with_attacks_among_honest_uploads_finishes_and_judges_each(store, takes, ray_local, tmp_path):
     honest = [k for name in ("alice", "bob", "carol") for k in upload(store, takes, name)]
+    # S3 stamps LastModified to the second and the ingest keeps the older of two copies of a take
+    # (ties by key, which a random uuid decides): let the copies below be visibly later
+    time.sleep(1.1)
     hostile = {
         allocation_bomb(store, honest[3]): "limits",
         inflation_bomb(store, honest[4]): "limits",

@@ -19,6 +19,8 @@ from rig.fleet.upload import Uploader, UploadOptions, kept_episodes
 
 pytest_plugins = ["tests.fleet_support"]
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time on this machine (pyproject: -n)
+
 SPEC = EpisodeSpec(seconds=1.5, fps=8, width=640, height=480)  # the recorded takes' camera size: one export
 
 

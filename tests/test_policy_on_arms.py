@@ -91,8 +91,9 @@ async def run_trial(pilot, c, follower, index: int) -> None:
     await until(pilot, lambda: c.state == State.RECORDING and c.recording and c.episode == index, 60,
                 "the policy trial recording")
     # The policy drives: the follower's waist goes to its 1.0 rad limit, the leader stays at 0.
+    # the goal walks there at the loop's step clamp, slower on a loaded machine: wait for both
     end = time.monotonic() + 20
-    while time.monotonic() < end and waist(follower) < 0.8:
+    while time.monotonic() < end and (waist(follower) < 0.8 or waist(follower, "goal_position") < 0.98):
         await pilot.pause(0.1)
     assert waist(follower, "goal_position") == pytest.approx(1.0, abs=0.02)
     assert waist(follower) > 0.8

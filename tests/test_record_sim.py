@@ -29,7 +29,10 @@ def test_recorded_sim_episodes_are_complete_and_synchronized(sim_dataset):
             t = ep.frame_times(cam)["t_ns"]
             assert len(t) > 20 and np.all(np.diff(t) > 0)
             a = ep.align(cam, "joints")
-            assert a.ticks_without_frame < 10 and a.p50_ms < 150  # 15 fps frames: about a period
+            # 15 fps frames: the median tick's frame about a period old. Ticks before a camera's
+            # first frame have none; a loaded machine starts the render process later, so count
+            # them against the take, not against a number of ticks
+            assert a.ticks_without_frame < len(j["t_ns"]) // 4 and a.p50_ms < 150, a
         g = zarr.open_group(str(ep.path), mode="r")
         assert g.attrs["config"]["name"] == "sim-aloha" and "seed" in g.attrs
     seeds = [zarr.open_group(str(ds.episode(i.index).path), mode="r").attrs["seed"] for i in infos]

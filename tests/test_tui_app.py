@@ -86,7 +86,9 @@ async def _full_take(tmp_path):
             stop_to_frame_s = (app.replay_first_frame_ns - c.t_stop_ns) / 1e9
             assert 0 < stop_to_frame_s < 5.0  # the goal (<= 1 s) is measured by benchmarks/bench_tui.py
             replay = app.screen
-            await until(pilot, lambda: replay.quality is not None and replay.t_joints is not None, 15, "quality")
+            # the figures are set, then drawn on a later refresh: wait for the drawn panel
+            await until(pilot, lambda: replay.quality is not None and replay.t_joints is not None
+                        and "overruns" in screen_text(app), 15, "the quality panel")
             text = screen_text(app)
             assert "REVIEW" in text and "review of take 0" in text and "left_follower.waist" in text, text
             q = replay.quality

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                    help="quick: retrain without each group of takes that hurt and report the success of each")
     p.add_argument("--keep-all-takes", action="store_true",
                    help="quick: train on every kept take (retried grasps, failures and outliers are left out by default)")
+    p.add_argument("--retried", choices=("keep", "leave-out"), default=None,
+                   help="quick: train on takes with a retried grasp, or leave them out (default: the task's recipe)")
     p.add_argument("--locator", default="difference", metavar="HOW",
                    help="quick: how objects are located: difference (default; against an empty-scene reference, no "
                         "colour) or colour:red|green|blue (an explicit colour prior)")
@@ -218,8 +220,9 @@ def run_quick(args: argparse.Namespace) -> int:
     if args.task is None:
         args.task = _task_of(args.dataset)
     # the task's objects (how many the locator finds) and recipe; the command line's flags win
+    flags = {} if args.retried is None else {"keep_retried": args.retried == "keep"}
     qc = apply_recipe(QuickConfig(), args.task, seed=args.seed, budget_s=budget, steps=steps, device=device,
-                      camera=args.camera, locator=locator, hidden=1024 if device.startswith("cuda") else 512)
+                      camera=args.camera, locator=locator, hidden=1024 if device.startswith("cuda") else 512, **flags)
     rc = QuickRunConfig(quick=qc, fast_trials=max(0, args.fast_trials), seed0=args.eval_seed,
                         curve=not args.no_curve and args.fast_trials > 0, ceiling=args.ceiling,
                         leave_out=args.leave_out, target=args.target_rate, keep_all=args.keep_all_takes)

@@ -107,6 +107,10 @@ class QuickConfig:
     # 29/40 for seed 1 at 0.10 rad; with, 32/40 for both seeds; one run's snapshots at 2.5 and
     # 5.3 min: 16/20 and 11/20).
     ema: float = 0.999
+    # Train on takes with a retried grasp (a missed grasp tried again) or leave them out, as the
+    # failures are. A policy without memory may learn from a retry to close too high; a retry also
+    # shows a recovery. Each task's recipe says which wins there (docs/quick-train.md).
+    keep_retried: bool = False
 
 
 @dataclass

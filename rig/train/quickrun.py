@@ -155,7 +155,8 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
         raise TrainError(f"none of the {len(eps)} takes in {dataset} succeeded (the world's success check at the end of "
                          "each take), so there is nothing right to learn from: record takes that finish the task")
     rep["takes_that_hurt"] = {g: {str(i): r for i, r in d.items()} for g, d in hurt.items()}
-    drop = set() if rc.keep_all else {i for g in ("retried grasp", "failure", "outlier") for i in hurt[g]}
+    left_out = ("failure", "outlier") if qc.keep_retried else ("retried grasp", "failure", "outlier")
+    drop = set() if rc.keep_all else {i for g in left_out for i in hurt[g]}
     train_eps = [e for e in eps if e.index not in drop]
     rep["trained_on"] = [e.index for e in train_eps]
     rep["left_out"] = {str(i): next(g for g in GROUPS if i in hurt[g]) for i in sorted(drop)}
