@@ -9,6 +9,7 @@ import numpy as np
 
 from recorder import layout
 from recorder.dataset import Episode
+from recorder.errors import RecorderError
 from recorder.layout import DEADLINE_FIELDS, END_FIELD, T_NS, TICK_FIELD
 
 IDLE_FIELDS = ("leader_q", "follower_q")
@@ -103,6 +104,10 @@ def inspect_episode(
 ) -> InspectReport:
     attrs = ep.attrs
     info = ep.info
+    if tick_stream is not None and tick_stream not in ep.streams:
+        have = ", ".join(ep.streams) or "no streams"
+        raise RecorderError(f"episode {ep.index} has no stream {tick_stream!r} to align frames to (it has {have}); "
+                            "give one of those to --tick-stream, or leave it out")
     tick_stream = tick_stream or pick_tick_stream(ep)
     all_t = [ep.read_stream(n)[T_NS] for n in ep.streams]  # checked reads: damage is named, never zeros
     all_t += [ep.frame_times(c)[T_NS] for c in ep.cameras]

@@ -73,6 +73,8 @@ CASES = {
     "inspect: no such episode": Case("inspect {ds} 99", "episode 99 is not in"),
     "inspect: a file for a dataset": Case("inspect {file}", "is a file"),
     "inspect: episode not a number": Case("inspect {ds} first", "invalid int value"),
+    "inspect: no such tick stream": Case("inspect {ds} --tick-stream NOSUCH", "has no stream 'NOSUCH'"),
+    "export: --cameras names none": Case("export {ds} {tmp}/none --cameras ,", "names no camera"),
     "verify: no such episode": Case("verify {ds} 7", "episode 7 is not in"),
     "verify: an empty directory": Case("verify {tmp}/empty", "not a rig dataset"),
     "pose: no dataset": Case("pose {tmp}/missing.zarr", "not a rig dataset"),

@@ -19,8 +19,9 @@ def register(sub) -> None:
     p.add_argument("--config", default=None, help="built-in config name or TOML path (default sim-aloha)")
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help=f"Zarr dataset (default {DEFAULT_DATASET})")
     p.add_argument("--task", default=None, help="task text stored with each episode (sim: also the sim task)")
-    p.add_argument("--seconds", type=nonnegative_float, default=20.0,
-                   help="target length of a take; recording stops there (0: stop with space only)")
+    p.add_argument("--seconds", type=nonnegative_float, default=None,
+                   help="target length of a take; recording stops there (0: stop with space only; default: the "
+                        "sim task's trial length, else 20)")
     p.add_argument("--reset-seconds", type=nonnegative_float, default=1.0, help="pause after a take before the next is ready")
     p.add_argument("--operator", default="", help="who is collecting (stored with each episode)")
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the first take (default from config)")
@@ -47,7 +48,7 @@ def run(args) -> int:
     from rig.tui.controller import CollectOptions  # textual and friends: only for this command
     from rig.tui.engine import CollectorProcess, yield_cpu_to_rig
 
-    if args.seconds < 0:
+    if args.seconds is not None and args.seconds < 0:
         print("rig: --seconds must be >= 0", file=sys.stderr)
         return 2
     config = load_config(args.config)

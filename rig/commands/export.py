@@ -29,6 +29,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cameras is not None and not args.cameras.replace(",", "").strip():
+        raise RigError(f"--cameras {args.cameras!r} names no camera: give them comma-separated (e.g. top,left_wrist), "
+                       "or leave --cameras out to export every camera")
     if args.format == "lerobot":
         from rig.commands import export_lerobot
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from recorder.export_hdf5 import AlohaMapping, export_dataset, hdf5_left_broken
 
     mapping = AlohaMapping(args.stream, args.qpos, args.qvel, args.effort, args.action)
-    cams = [c for c in args.cameras.split(",") if c] if args.cameras else None
+    cams = [c.strip() for c in args.cameras.split(",") if c.strip()] if args.cameras is not None else None
     try:
         report = export_dataset(args.dataset, args.out, mapping, cams, include_recovered=args.recovered,
                                 include_failed=args.include_failed,

@@ -178,7 +178,8 @@ def _lead(args: argparse.Namespace, estimates: list) -> dict:
 
     file = args.save if args.save is not None and args.save.exists() else latest_policy_path(args.dataset)
     arms, best = current_figures(args.dataset, file, estimates)
-    print(lead_line(best))
+    if best is None or best is arms:  # a simulated figure leads the summary below already: said once
+        print(lead_line(best))
     if arms is not None and arms.trials:
         print(f"  (trials on the arms are those of {file}, sha256 {policy_digest(file)[:12]}: the policy before "
               "this training)" if best is arms else f"  trials on the arms of {file}: {arms.text()}")

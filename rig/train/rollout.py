@@ -203,6 +203,7 @@ def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, e
     done = threading.Event()
     stop = threading.Event()
     t_success: list[float] = []
+    check_failed: list[str] = []
     t0 = time.monotonic()
 
     def watch():  # the world answers over a pipe: keep that round trip off the control loop
@@ -215,7 +216,9 @@ def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, e
                     t_success.append(time.monotonic() - t0)
                     done.set()
                     return
-            except Exception:
+            except Exception as exc:  # a world that cannot answer is no measurement: say so after the loop
+                check_failed.append(f"{type(exc).__name__}: {exc}")
+                done.set()
                 return
             stop.wait(SUCCESS_POLL_S)
 
@@ -228,6 +231,9 @@ def _trial(loop, policy, cams, world, seed: int, seconds: float, execute: int, e
         watcher.join(timeout=2)
     if source.failure is not None:  # the followers held; a policy that raises is not a measurement
         raise TrainError(f"trial of seed {seed}: {source.failure}")
+    if check_failed:  # counted as a failure it would lower the figure for a reason that is not the policy's
+        raise TrainError(f"trial of seed {seed}: the simulated world's success check failed ({check_failed[0]}); "
+                         "the figure would be wrong, so none is given: run the trials again")
     s = loop.stats
     ok = bool(t_success)
     return TrialResult(seed, ok, round(t_success[0], 2) if ok else None, s.ticks, s.skipped, s.late,

@@ -55,7 +55,8 @@ class CollectOptions:
     config: str | Path | None = None
     dataset: Path = DEFAULT_DATASET
     task: str | None = None
-    seconds: float = 20.0  # target length of a take; 0 = no limit (stop with space)
+    # target length of a take; 0 = no limit (stop with space); None: the sim task's trial length, else 20 s
+    seconds: float | None = None
     reset_seconds: float = 1.0
     operator: str = ""
     seed: int | None = None
@@ -141,6 +142,10 @@ class Collector:
                            seed=options.seed, world_options=world_options, cameras=options.cameras,
                            on_button=self._button)
         self.task = self.takes.task
+        if options.seconds is None:  # as `rig record`: a simulated task's takes last its trial length
+            from rig.sim.tasks import get_task
+
+            options.seconds = get_task(self.takes.sim_task).trial_s if self.takes.sim_task else 20.0
         self.trials = PolicyTrials(self.takes, options.policy)  # `p`: the latest policy on the followers
         self.state = State.STARTING
         self.message = "starting the rig ..."

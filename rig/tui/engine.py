@@ -372,7 +372,7 @@ class CollectorProcess:
         try:
             return self._call("snapshot", health)
         except EngineError:
-            return Snapshot(v.state, v.message, [], {}, [], v.episode, 0.0, self.options.seconds, self.task,
+            return Snapshot(v.state, v.message, [], {}, [], v.episode, 0.0, self.options.seconds or 0.0, self.task,
                             v.kept, v.last, False)
 
     def latest_frames(self, cameras: list[str], width: int = PREVIEW_WIDTH) -> dict[str, np.ndarray | None]:
