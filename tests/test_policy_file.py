@@ -125,6 +125,28 @@ def test_both_kinds_round_trip_through_the_one_loader(policies, kind, tmp_path):
     assert policy_digest(save_policy(other, path)) != digest
 
 
+def test_a_quick_policy_trained_where_nothing_renders_carries_its_takes_reference(tmp_path):
+    """Hardware: no empty-scene render. The takes' own median first frame is the reference; it
+    travels in the file, so the loaded policy locates the object as training did."""
+    eps = []
+    for i in range(6):  # the square on each pixel in one take of six: table in the median, never masked
+        q, dq, action = _take(i)
+        eps.append(QuickEpisode(i, None, True, q, dq, action, np.arange(len(q)) / 50.0, _frames(i, 1)[0], JOINTS,
+                                "pick the cup"))
+    p = train_quick(eps, "pick the cup", QuickConfig(steps=3, hidden=32, layers=1, members=1, k=10, camera="wrist"))
+    assert p.reference is not None and p.reference.source == "median of the takes' first frames"
+    assert p.locator_info["reference"] == "median of the takes' first frames"
+    assert np.all(p.reference.frame[25, 70] == 90)  # the square moves from take to take: the median is table
+    again = load_policy(save_policy(p, tmp_path / "p.pt"))
+    assert again.needs_reference and again.reference.source == p.reference.source
+    assert np.array_equal(again.reference.frame, p.reference.frame)
+    assert np.array_equal(again.reference.arm_mask, p.reference.arm_mask)
+    image = _frames(1, 1)[0]
+    q = _take(1)[0][20]
+    assert np.allclose(_predict(p, image, q), _predict(again, image, q), atol=1e-6)
+    assert again.located[-1] == p.located[-1] and again.located[-1]["area"][0] > 0  # the square, found
+
+
 def test_the_latest_policy_beside_a_dataset_is_the_same_format(policies, tmp_path):
     ds = tmp_path / "takes.zarr"
     assert save_latest(policies["quick"], ds) == latest_policy_path(ds) == tmp_path / "takes.zarr.policy.pt"

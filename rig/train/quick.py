@@ -297,6 +297,18 @@ class QuickStats:
         return cls(**{k: np.asarray(v, np.float32) for k, v in d.items()})
 
 
+def takes_reference(eps: Sequence[QuickEpisode], camera: str):
+    """An empty-scene frame made from the takes themselves, for a rig that cannot render one (hardware):
+    the per-pixel median of their first frames, with the pixels that change from take to take at the
+    start (the arms) masked. It travels in the policy file, so the policy locates on the arms as here."""
+    from rig.sim.reference import Reference  # a plain record (no MuJoCo)
+
+    frames = [e.first_frame for e in eps]
+    ref = median_reference(frames)
+    var = np.stack([np.abs(f.astype(np.int16) - ref).max(-1) > 30 for f in frames]).mean(0)
+    return Reference(camera, ref, var > 0.3, "median of the takes' first frames")
+
+
 def object_features(eps: Sequence[QuickEpisode], cfg: QuickConfig, task: str, reference=None) -> tuple[np.ndarray, dict]:
     """(E, 2 * n_objects) per episode, and what was used, for the report.
 
@@ -318,10 +330,8 @@ def object_features(eps: Sequence[QuickEpisode], cfg: QuickConfig, task: str, re
         ref, mask = ref.frame, ref.arm_mask
         info["reference"] = getattr(reference, "source", "given")
     if loc.needs_reference and ref is None:
-        ref = median_reference(frames)
-        var = np.stack([np.abs(f.astype(np.int16) - ref).max(-1) > 30 for f in frames]).mean(0)
-        mask = var > 0.3  # pixels that change from take to take at the start (the arms): masked
-        info["reference"] = "median of the takes' first frames"
+        r = takes_reference(eps, cfg.camera)
+        ref, mask, info["reference"] = r.frame, r.arm_mask, r.source
     out, missed = [], []
     for e, f in zip(eps, frames):
         got = loc(f, ref, mask)
@@ -522,6 +532,8 @@ def _train_quick(eps, task, cfg, reference, progress, should_stop, snapshots_s) 
     grip_idx, arm_idx = np.flatnonzero(g), np.flatnonzero(~g)
     regress = cfg.gripper == "regress"
     reg_idx = np.arange(len(g)) if regress else arm_idx
+    if reference is None and not cfg.privileged and Locator(cfg.locator).needs_reference:
+        reference = takes_reference(eps, cfg.camera)  # kept with the policy: hardware renders none at run time
     obj, loc_info = object_features(eps, cfg, task, reference)
     q = np.concatenate([e.q for e in eps])
     dq = np.concatenate([e.dq for e in eps])
