@@ -10,8 +10,8 @@ interval, the two training seeds pooled beside them, and everything is written t
     python benchmarks/bench_tasks.py --data insertion=/tmp/ins50.zarr --seeds 0,1 \\
         --retried keep,leave-out --json benchmarks/results/tasks.json
 
-Trainings run --jobs at a time, each on one torch thread (nice 10): the step count is seeded, so a
-busy machine changes the minutes, never the policy.
+Trainings run --jobs at a time, each on one torch thread (nice 10) for the default step count (with
+a time ceiling no busy machine reaches): a busy machine changes the minutes, never the policy.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rig.train.quick import QuickConfig  # noqa: E402
 from rig.train.stats import SuccessFigure  # noqa: E402
 
 
@@ -35,7 +36,8 @@ def train_once(task: str, data: str, seed: int, retried: str, args: argparse.Nam
     report = out / f"{tag}.json"
     cmd = ["nice", "-n", "10", sys.executable, "-m", "rig", "train", data, "--task", task, "--seed", str(seed),
            "--fast-trials", str(args.trials), "--eval-seed", str(args.eval_seed), "--no-curve", "--threads", "1",
-           "--json", str(report)]
+           # the default step count, with a ceiling a busy machine cannot reach: the same policy however loaded
+           "--steps", str(QuickConfig.steps), "--budget", "7200", "--json", str(report)]
     if retried != "recipe":
         cmd += ["--retried", retried]
     t0 = time.monotonic()

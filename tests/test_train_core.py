@@ -73,6 +73,18 @@ def test_every_success_figure_carries_its_n_and_wilson_interval_in_json_and_text
     assert curve.count("n=40") == 3 and "10 takes 12/40 = 30 % (95 % CI" in curve
 
 
+def test_the_report_says_which_takes_that_hurt_were_trained_on():
+    """Retried grasps kept (a task's recipe): the report must not say they were left out."""
+    hurt = {"retried grasp": {"2": "r", "36": "r"}, "failure": {"6": "f", "36": "f"}, "idle": {"9": "i"},
+            "outlier": {}}
+    kept = summary_lines({**_report(), "takes_that_hurt": hurt, "left_out": {"6": "failure", "36": "failure"}})
+    assert "takes that hurt, retried grasp: 2, 36 (trained on; 36 left out as failure)" in kept
+    assert "takes that hurt, failure: 6, 36 (left out)" in kept and "takes that hurt, idle: 9" in kept
+    left = summary_lines({**_report(), "takes_that_hurt": hurt,
+                          "left_out": {"2": "retried grasp", "36": "retried grasp", "6": "failure"}})
+    assert "takes that hurt, retried grasp: 2, 36 (left out)" in left
+
+
 def test_the_projection_refuses_when_the_interval_is_too_wide():
     # the issue's case: 13/20 cannot tell 65 % from 80 %; no number of takes is invented from it
     wide = [(9, SuccessFigure("fastsim", 3, 10)), (18, SuccessFigure("fastsim", 3, 10)),

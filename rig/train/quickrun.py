@@ -159,7 +159,7 @@ def run_quick(dataset: str | Path, task: str | None, rc: QuickRunConfig, *, refe
     drop = set() if rc.keep_all else {i for g in left_out for i in hurt[g]}
     train_eps = [e for e in eps if e.index not in drop]
     rep["trained_on"] = [e.index for e in train_eps]
-    rep["left_out"] = {str(i): next(g for g in GROUPS if i in hurt[g]) for i in sorted(drop)}
+    rep["left_out"] = {str(i): next(g for g in left_out if i in hurt[g]) for i in sorted(drop)}
     if len(train_eps) < 2:
         raise TrainError(f"only {len(train_eps)} usable take(s) after leaving out retried grasps, failures and outliers "
                          f"({len(eps)} kept); record more takes that finish the task")

@@ -246,10 +246,18 @@ def _quick_lines(rep: dict[str, Any]) -> list[str]:
     t = rep.get("training", {})
     out.append(f"trained on {t.get('takes')} of {len(rep['episodes'])} kept takes ({t.get('steps')} steps, "
                f"{t.get('train_s')} s, {t.get('device')})")
+    left_out = rep.get("left_out", {})  # take -> the group it was left out for
     for g, d in rep.get("takes_that_hurt", {}).items():
         if d:
-            out.append(f"takes that hurt, {g}: {', '.join(sorted(d, key=int))}"
-                       + (" (left out)" if any(i in rep.get('left_out', {}) for i in d) else ""))
+            gone = sorted((i for i in d if i in left_out), key=int)
+            if len(gone) == len(d):
+                how = " (left out)"
+            elif gone:
+                why = "/".join(sorted({left_out[i] for i in gone}))
+                how = f" (trained on; {', '.join(gone)} left out as {why})"
+            else:
+                how = "" if g == "idle" else " (trained on)"
+            out.append(f"takes that hurt, {g}: {', '.join(sorted(d, key=int))}{how}")
     lo = rep.get("leave_out")
     if lo:
         out.append("leaving takes out: " + "; ".join(f"{k} ({v['takes']} takes) {v['text']}" for k, v in lo.items()))
