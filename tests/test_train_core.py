@@ -85,6 +85,19 @@ def test_the_report_says_which_takes_that_hurt_were_trained_on():
     assert "takes that hurt, retried grasp: 2, 36 (left out)" in left
 
 
+def test_the_report_says_where_the_failed_trials_stopped_in_the_tasks_order():
+    from rig.train.fastsim import FastTrial
+
+    rows = [FastTrial(3000 + i, False, None, stop) for i, stop in
+            enumerate(["the peg in the socket"] * 3 + ["both parts lifted"] * 2)] + [FastTrial(3010, True, 9.0)]
+    rep = {**_report(), "task": "insertion", "success": trials_figure("fastsim", rows)}
+    rep.pop("success_realtime")
+    lines = summary_lines(rep)
+    assert lines[0].startswith("closed-loop success: 1/6")
+    assert lines[1] == ('  where the failed trials stopped (fast sim estimate): 2 before "both parts lifted", '
+                        '3 before "the peg in the socket"')
+
+
 def test_the_projection_refuses_when_the_interval_is_too_wide():
     # the case: 13/20 cannot tell 65 % from 80 %; no number of takes is invented from it
     wide = [(9, SuccessFigure("fastsim", 3, 10)), (18, SuccessFigure("fastsim", 3, 10)),

@@ -306,6 +306,7 @@ def test_fast_trials_and_the_loop_send_a_policys_chunks_on_its_own_schedule():
     policy.clock = lambda: clock[0]
     r = _trial(policy, load_config("sim-aloha"), "transfer_cube", 0, 1.0, clock)
     assert not r.success  # holding still does not move the cube
+    assert r.stopped_before == "the cube lifted"  # the first of the task's stages, never reached
     assert policy.asked == list(range(0, 50, 7))  # the fast loop asked at the same ticks the rig's loop would
 
 

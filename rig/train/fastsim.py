@@ -28,6 +28,9 @@ class FastTrial:
     seed: int
     success: bool
     t_success_s: float | None
+    # a failed trial: the first of the task's stages it never reached (its objects' positions, polled);
+    # None for a success or a task without stages
+    stopped_before: str | None = None
 
 
 def fast_trials(policy_state: dict, task: str, seeds: list[int], seconds: float = 20.0,
@@ -186,6 +189,7 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
     target = np.clip(read()[0], limits.lower, limits.upper)
     want = np.zeros(n)
     t_ok = None
+    spec, reached = scene.spec, 0  # the furthest stage the objects showed (TaskSpec.progress)
     n_ticks = int(seconds / period)
     poll = max(1, int(round(0.25 / period)))
     for tick in range(n_ticks):
@@ -195,12 +199,16 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
         shape_target(want, target, limits.lower, limits.upper, limits.max_step)  # the tick's own clamps
         set_goal(target)
         scene.step(sub)
-        if tick % poll == 0 and scene.success():
-            t_ok = round((tick + 1) * period, 2)
-            break
+        if tick % poll == 0:
+            if scene.success():
+                t_ok = round((tick + 1) * period, 2)
+                break
+            if spec.progress is not None:
+                reached = max(reached, spec.progress({o.body: scene.body_pos(o.body) for o in spec.objects}))
     for r in renderers.values():
         r.close()
-    return FastTrial(seed, t_ok is not None, t_ok)
+    stopped = None if t_ok is not None or not spec.stages else spec.stages[min(reached, len(spec.stages) - 1)].name
+    return FastTrial(seed, t_ok is not None, t_ok, stopped)
 
 
 class _Followers:

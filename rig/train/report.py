@@ -16,6 +16,8 @@ ceiling), ``demonstrations`` (the scripted demonstrations: a reference, never th
 
 from __future__ import annotations
 
+from collections import Counter
+
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -193,6 +195,21 @@ def figure_line(fig: dict[str, Any]) -> str:
     return f"{fig['label']}: {fig['text']}{seeds_text(fig)}"
 
 
+def stopped_line(fig: dict[str, Any], task: str | None) -> str | None:
+    """Where a figure's failed trials stopped: how many never reached each of the task's stages
+    (in the task's order), the collector's "which part do my takes not teach yet"."""
+    stopped = [t["stopped_before"] for t in fig.get("per_trial", ()) if t.get("stopped_before")]
+    if not stopped:
+        return None
+    from rig.sim.tasks import TASKS, get_task
+
+    order = [st.name for st in get_task(task).stages] if task in TASKS else []
+    counts = Counter(stopped)
+    names = sorted(counts, key=lambda n: (order.index(n) if n in order else len(order), n))
+    return (f"  where the failed trials stopped ({fig['label']}): "
+            + ", ".join(f"{counts[n]} before \"{n}\"" for n in names))
+
+
 def summary_lines(rep: dict[str, Any]) -> list[str]:
     """The report for people, either recipe: success first (the best signal leading, every figure
     with its n and 95 % interval), the curve and its projection, then the secondary lines."""
@@ -204,6 +221,9 @@ def summary_lines(rep: dict[str, Any]) -> list[str]:
                        + (" (no take used them)" if f.get("seeds") else ""))
         else:
             out.append(f"  {figure_line(f)}" + (" (what right actions score)" if f["kind"] == "demo" else ""))
+        stopped = stopped_line(f, rep.get("task"))
+        if stopped:
+            out.append(stopped)
     if "val_episodes" in rep:  # the visuomotor recipe: action errors on held-out episodes
         out += _visuomotor_lines(rep)
     if rep.get("curve"):
