@@ -16,9 +16,8 @@ ceiling), ``demonstrations`` (the scripted demonstrations: a reference, never th
 
 from __future__ import annotations
 
-from collections import Counter
-
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
