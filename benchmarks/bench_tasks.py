@@ -37,7 +37,8 @@ def train_once(task: str, data: str, seed: int, retried: str, args: argparse.Nam
     cmd = ["nice", "-n", "10", sys.executable, "-m", "rig", "train", data, "--task", task, "--seed", str(seed),
            "--fast-trials", str(args.trials), "--eval-seed", str(args.eval_seed), "--no-curve", "--threads", "1",
            # the default step count, with a ceiling a busy machine cannot reach: the same policy however loaded
-           "--steps", str(QuickConfig.steps), "--budget", "7200", "--json", str(report)]
+           "--steps", str(QuickConfig.steps), "--budget", "7200", "--json", str(report),
+           "--save", str(out / f"{tag}.pt")]
     if retried != "recipe":
         cmd += ["--retried", retried]
     t0 = time.monotonic()
