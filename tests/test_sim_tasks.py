@@ -188,6 +188,9 @@ def test_quick_train_locates_as_many_objects_as_the_task_has():
     assert apply_recipe(QuickConfig(), "pick the cup").n_objects == QuickConfig().n_objects  # no spec: defaults
     with pytest.raises(RigError, match="which quick-train's config does not have"):
         apply_recipe(QuickConfig(), "transfer_cube", no_such_field=1)
+    # each task states what it does with retried grasps; the command line (--retried) wins
+    assert all(apply_recipe(QuickConfig(), t).keep_retried is get_task(t).recipe["keep_retried"] for t in TASKS)
+    assert apply_recipe(QuickConfig(), "insertion", keep_retried=True).keep_retried is True
 
 
 @pytest.mark.sim

@@ -154,6 +154,22 @@ def test_takes_that_hurt_name_a_retried_grasp_and_a_failure():
     assert not hurt["idle"] and not hurt["outlier"]
 
 
+def test_a_recipe_that_keeps_retried_grasps_trains_on_them_and_leaves_the_failures_out():
+    from rig.train.quickrun import QuickRunConfig, run_quick
+    from rig.train.report import summary_lines
+
+    rng = np.random.default_rng(1)
+    eps = [_take(i, rng, 2.0) for i in range(5)] + [_take(5, rng, 2.0, retry=True), _take(6, rng, 2.0, success=False)]
+    tiny = dict(steps=2, hidden=16, layers=1, members=1, k=10)
+    for keep, trained, says in ((False, [0, 1, 2, 3, 4], "retried grasp: 5 (left out)"),
+                                (True, [0, 1, 2, 3, 4, 5], "retried grasp: 5 (trained on)")):
+        rc = QuickRunConfig(quick=QuickConfig(keep_retried=keep, **tiny), fast_trials=0, curve=False)
+        rep, _ = run_quick("synthetic.zarr", None, rc, episodes=eps)
+        assert rep["trained_on"] == trained and rep["left_out"]["6"] == "failure", rep["left_out"]
+        assert rep["config"]["keep_retried"] is keep
+        assert any(line.endswith(says) for line in summary_lines(rep)), summary_lines(rep)
+
+
 def _fast(successes: int, trials: int = 50) -> SuccessFigure:
     return SuccessFigure("fastsim", successes, trials)
 
