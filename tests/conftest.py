@@ -22,10 +22,11 @@ from tests import system  # noqa: E402
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` (pyproject's addopts): one worker per core, at most four. Most tests wait on a
-    simulated world, a pty or a subprocess, so two workers nearly halve the suite on two cores;
-    more than four would only crowd the 50 Hz loops the tests run. `-n 0` runs in one process."""
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    """`-n auto` (pyproject's addopts): one worker per two cores, at most four. The suite's loops,
+    buses and stand-ins are written against two cores of their own: two workers on a 2-core
+    machine ran it in 9.9 min instead of 21, but starved a 50 Hz loop, a camera or the gripper's
+    pty now and then (a failure that is the machine's, not the code's). `-n 0`: one process."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) // 2))
 
 
 @pytest.hookimpl(tryfirst=True)
