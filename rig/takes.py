@@ -195,6 +195,13 @@ class Takes:
     # ---- the rig ----------------------------------------------------------------------------
 
     @property
+    def take_seconds(self) -> float:
+        """How long a take lasts unless told: a simulated task's trial length, else 20 s."""
+        from rig.sim.tasks import get_task
+
+        return get_task(self.sim_task).trial_s if self.sim_task else 20.0
+
+    @property
     def world(self):
         return self.session.world if self.session is not None else None
 

@@ -56,9 +56,7 @@ def run(args) -> int:
         return 2
     takes.open_dataset(interactive=sys.stdin is not None and sys.stdin.isatty())  # None: stdin closed
     if args.seconds is None:
-        from rig.sim.tasks import get_task
-
-        args.seconds = get_task(takes.sim_task).trial_s if takes.sim_task else 20.0
+        args.seconds = takes.take_seconds
     signal.signal(signal.SIGTERM, _interrupt)
     if args.corrective:
         return _run_corrective(args, config, takes)

@@ -166,6 +166,10 @@ class SimScene:
     def body_pos(self, name: str) -> np.ndarray:
         return self.data.xpos[self.model.body(name).id].copy()
 
+    def object_positions(self) -> dict[str, np.ndarray]:
+        """Each of the task's objects (its body name) -> where it is now (m, world frame)."""
+        return {o.body: self.body_pos(o.body) for o in self.spec.objects}
+
     def touches(self, geom: str, prefix: str) -> bool:
         """The geom is in contact with one whose name starts with ``prefix``."""
         return any(a == geom and b.startswith(prefix) for a, b in self.contacts())

@@ -478,13 +478,10 @@ class World:
                 out["render_ms"] = self.cameras.render_ms()
             return out
         if op == "object_poses":
-            return {n: self.scene.body_pos(n).tolist() for n in self._objects()}
+            return {n: pos.tolist() for n, pos in self.scene.object_positions().items()}
         if op == "arm_qpos":
             return {side: self.scene.arm_qpos(side).tolist() for side in SIDES}
         raise ValueError(f"unknown world command {op!r}")
-
-    def _objects(self) -> list[str]:
-        return [o.body for o in self.scene.spec.objects]
 
     # --- main loop -------------------------------------------------------------------------------
     def start(self) -> dict:

@@ -203,11 +203,10 @@ def _trial(policy, cfg, task: str, seed: int, seconds: float, sim_clock: list[fl
             if scene.success():
                 t_ok = round((tick + 1) * period, 2)
                 break
-            if spec.progress is not None:
-                reached = max(reached, spec.progress({o.body: scene.body_pos(o.body) for o in spec.objects}))
+            reached = max(reached, spec.stage_reached(scene.object_positions()))
     for r in renderers.values():
         r.close()
-    stopped = None if t_ok is not None or not spec.stages else spec.stages[min(reached, len(spec.stages) - 1)].name
+    stopped = None if t_ok is not None or not spec.stages else spec.stages[reached].name
     return FastTrial(seed, t_ok is not None, t_ok, stopped)
 
 

@@ -142,10 +142,8 @@ class Collector:
                            seed=options.seed, world_options=world_options, cameras=options.cameras,
                            on_button=self._button)
         self.task = self.takes.task
-        if options.seconds is None:  # as `rig record`: a simulated task's takes last its trial length
-            from rig.sim.tasks import get_task
-
-            options.seconds = get_task(self.takes.sim_task).trial_s if self.takes.sim_task else 20.0
+        if options.seconds is None:  # as `rig record`
+            options.seconds = self.takes.take_seconds
         self.trials = PolicyTrials(self.takes, options.policy)  # `p`: the latest policy on the followers
         self.state = State.STARTING
         self.message = "starting the rig ..."

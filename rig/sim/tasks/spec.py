@@ -100,11 +100,16 @@ class TaskSpec:
         check holds (every stage reached)."""
         if done or not self.stages or self.progress is None:
             return None
-        reached = min(self.progress(positions), len(self.stages) - 1)
+        reached = self.stage_reached(positions)
         for i, stage in enumerate(self.stages):
             if stage.deadline_s <= t_s and i >= reached:
                 return f"{stage.name}: not done at {t_s:.1f} s (the demonstrations are by {stage.deadline_s:g} s)"
         return None
+
+    def stage_reached(self, positions: Positions) -> int:
+        """The index of the first stage ``positions`` do not show reached (0 without ``progress``);
+        the last stage is the success check, which positions never show."""
+        return min(self.progress(positions), len(self.stages) - 1) if self.progress and self.stages else 0
 
     def quick_overrides(self) -> dict[str, Any]:
         """The QuickConfig fields this task sets: how many objects the locator finds, and the recipe."""
